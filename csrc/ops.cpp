@@ -1,0 +1,37 @@
+// Schemas of every DEEM op, declared once. Each device registers its kernels
+// with TORCH_LIBRARY_IMPL(deem, CPU|CUDA, m) in csrc/cpu and csrc/cuda.
+//
+// Shapes: labels (N, D) integer, -1 = missing; v (N, K, D) float soft labels;
+// W (K, K, D, H) [visible state, hidden state, classifier, hidden unit];
+// b_v (D, K); b_h (H, K); hidden (N, H) int64 hidden states.
+#include <Python.h>
+#include <torch/library.h>
+
+extern "C" {
+// Importing deem._C registers the ops; the module itself holds nothing.
+PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+}
+
+TORCH_LIBRARY(deem, m) {
+  m.def("hidden_logits(Tensor labels, Tensor W, Tensor b_h) -> Tensor");
+  m.def("hidden_probs(Tensor labels, Tensor W, Tensor b_h) -> Tensor");
+  m.def("hidden_logits_soft(Tensor v, Tensor W, Tensor b_h) -> Tensor");
+  m.def("hidden_probs_soft(Tensor v, Tensor W, Tensor b_h) -> Tensor");
+  m.def("energy(Tensor labels, Tensor hidden, Tensor W, Tensor b_v, Tensor b_h) -> Tensor");
+  m.def("free_energy(Tensor labels, Tensor W, Tensor b_v, Tensor b_h) -> Tensor");
+  m.def("free_energy_soft(Tensor v, Tensor W, Tensor b_v, Tensor b_h) -> Tensor");
+  // Weighted sufficient statistics: sum_n weight[n] * dF(v_n)/dtheta.
+  // Backward of free_energy / free_energy_soft with respect to the parameters.
+  m.def("free_energy_backward(Tensor grad, Tensor labels, Tensor W, Tensor b_v, Tensor b_h) -> (Tensor, Tensor, Tensor)");
+  m.def("free_energy_soft_backward(Tensor grad, Tensor v, Tensor W, Tensor b_v, Tensor b_h) -> (Tensor, Tensor, Tensor, Tensor)");
+  // d/dtheta [mean F(pos) - mean F(neg)], and that loss, in one pass.
+  m.def("cd_grad(Tensor pos, Tensor neg, Tensor W, Tensor b_v, Tensor b_h, bool sample_hidden, int seed, int offset) -> (Tensor, Tensor, Tensor, Tensor)");
+  m.def("cd_grad_soft(Tensor pos, Tensor neg, Tensor W, Tensor b_v, Tensor b_h, bool sample_hidden, int seed, int offset) -> (Tensor, Tensor, Tensor, Tensor)");
+  // n_steps Gibbs-with-Gradients Metropolis-Hastings steps on every chain, in place.
+  m.def("gwg_steps(Tensor(a!) chains, Tensor W, Tensor b_v, Tensor b_h, int n_steps, int seed, int offset) -> Tensor");
+  // Exact log Z of the complete-data model (sum over the K^H hidden configurations).
+  m.def("log_partition(Tensor W, Tensor b_v, Tensor b_h) -> Tensor");
+}

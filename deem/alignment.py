@@ -1,0 +1,91 @@
+"""Majority vote and Hungarian alignment of predicted classes to it."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+
+from ._validation import LabelData
+
+# Rows per chunk when counting votes, so memory stays bounded at millions of rows.
+_CHUNK = 1 << 16
+
+
+def vote_counts(data: LabelData) -> torch.Tensor:
+    """``(N, K)`` float votes per class: counts of hard labels, sums of soft ones."""
+    values, k = data.values, data.n_classes
+    if data.soft:
+        return values.sum(dim=2)
+    out = torch.zeros(values.shape[0], k, dtype=torch.float32, device=values.device)
+    for start in range(0, values.shape[0], _CHUNK):
+        block = values[start:start + _CHUNK].long()
+        present = (block >= 0).to(torch.float32)
+        out[start:start + _CHUNK].scatter_add_(1, block.clamp(min=0), present)
+    return out
+
+
+def majority_vote(data: LabelData) -> torch.Tensor:
+    """``(N,)`` majority label per row (ties go to the smallest label); ``-1`` where a row has no vote."""
+    counts = vote_counts(data)
+    mv = counts.argmax(dim=1)
+    return torch.where(counts.sum(dim=1) > 0, mv, torch.full_like(mv, -1))
+
+
+def agreement_with(data: LabelData, reference: torch.Tensor) -> torch.Tensor:
+    """``(D,)`` each classifier's agreement with ``reference``, over the entries it gave.
+
+    A missing entry is neither a vote nor a disagreement; a classifier that gave
+    no label on the rows where ``reference`` is defined gets 0.
+    """
+    ref = reference.to(data.values.device)
+    valid = ref >= 0
+    if data.soft:
+        # Expected agreement: the probability each classifier put on the reference class.
+        picked = data.values[valid].gather(1, ref[valid].view(-1, 1, 1).expand(-1, 1, data.n_classifiers))
+        return picked.squeeze(1).mean(dim=0) if picked.shape[0] else torch.zeros(data.n_classifiers)
+    agree = torch.zeros(data.n_classifiers, dtype=torch.float64, device=ref.device)
+    given = torch.zeros_like(agree)
+    for start in range(0, data.n_rows, _CHUNK):
+        block = data.values[start:start + _CHUNK].long()
+        r = ref[start:start + _CHUNK].unsqueeze(1)
+        present = (block >= 0) & (r >= 0)
+        given += present.sum(dim=0)
+        agree += (present & (block == r)).sum(dim=0)
+    return torch.where(given > 0, agree / given.clamp(min=1), torch.zeros_like(agree)).to(torch.float32)
+
+
+def confusion_counts(data: LabelData, reference: torch.Tensor) -> torch.Tensor:
+    """``(D, K, K)`` counts ``C[i, l, m]``: classifier i said l where ``reference`` is m."""
+    k, d = data.n_classes, data.n_classifiers
+    ref = reference.to(data.values.device).long()
+    out = torch.zeros(d, k, k, dtype=torch.float64, device=ref.device)
+    cols = torch.arange(d, device=ref.device)
+    for start in range(0, data.n_rows, _CHUNK):
+        r = ref[start:start + _CHUNK]
+        keep = r >= 0
+        r = r[keep]
+        if data.soft:
+            v = data.values[start:start + _CHUNK][keep].double()  # (n, K, D)
+            out += torch.einsum("nld,nm->dlm", v, torch.nn.functional.one_hot(r, k).double())
+            continue
+        block = data.values[start:start + _CHUNK][keep].long()  # (n, D)
+        present = block >= 0
+        idx = (cols.unsqueeze(0) * k + block.clamp(min=0)) * k + r.unsqueeze(1)
+        out.view(-1).index_add_(0, idx[present], torch.ones(int(present.sum()), dtype=torch.float64, device=ref.device))
+    return out
+
+
+def hungarian_map(predicted: np.ndarray, reference: np.ndarray, n_classes: int) -> np.ndarray:
+    """Permutation ``map[k]`` of predicted classes maximizing agreement with ``reference``.
+
+    Rows where either side is ``-1`` are ignored.
+    """
+    predicted = np.asarray(predicted, dtype=np.int64)
+    reference = np.asarray(reference, dtype=np.int64)
+    keep = (predicted >= 0) & (reference >= 0)
+    table = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(table, (predicted[keep], reference[keep]), 1)
+    rows, cols = linear_sum_assignment(table, maximize=True)
+    mapping = np.empty(n_classes, dtype=np.int64)
+    mapping[rows] = cols
+    return mapping

@@ -1,0 +1,358 @@
+"""The scikit-learn-style ``DEEM`` estimator: glue between validation, the RBM, solvers and alignment."""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
+
+from . import persistence
+from ._validation import LabelData, check_labels, check_true_labels, present_rows
+from .alignment import hungarian_map, majority_vote
+from .long_format import learn_coding, pivot
+from .rbm import INIT_METHODS, RBM, initialize
+from .solvers import TrainConfig, train_pcd
+
+SOLVERS = ("gwg",)
+# Rows per predict call into the kernels: bounds the (rows, H, K) probability buffer.
+_PREDICT_CHUNK = 1 << 20
+
+
+class DEEM(BaseEstimator):
+    """Unsupervised consensus of many classifiers or annotators with a multinomial RBM.
+
+    Fit on a matrix of labels ``(n_samples, n_classifiers)`` (integers ``0..K-1``,
+    ``-1`` for missing) or soft labels ``(n_samples, n_classes, n_classifiers)``;
+    ``predict`` returns one consensus label per sample. See README for the model.
+    """
+
+    def __init__(
+        self,
+        n_classes: Optional[int] = None,
+        hidden_dim: int = 1,
+        cd_k: int = 10,
+        deterministic: bool = True,
+        learning_rate: float = 0.001,
+        momentum: float = 0.9,
+        epochs: int = 50,
+        batch_size: int = 128,
+        device: str = "auto",
+        random_state: Optional[int] = None,
+        use_weighted: bool = True,
+        init_method: str = "mv_rand",
+        solver: str = "gwg",
+        sampler_steps: int = 5,
+        sampler_oh_mode: bool = False,
+        auto_hyperparameters: bool = False,
+        model_dir=None,
+        use_preprocessing: bool = False,
+        preprocessing_layers: int = 0,
+        preprocessing_layer_widths=None,
+        preprocessing_activation: str = "sparsemax",
+        preprocessing_init: str = "identity",
+        preprocessing_one_hot: bool = False,
+        preprocessing_use_softmax: bool = False,
+        preprocessing_jitter: float = 0.0,
+        verbose: bool = False,
+    ):
+        self.n_classes = n_classes
+        self.hidden_dim = hidden_dim
+        self.cd_k = cd_k
+        self.deterministic = deterministic
+        self.learning_rate = learning_rate
+        self.momentum = momentum
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.device = device
+        self.random_state = random_state
+        self.use_weighted = use_weighted
+        self.init_method = init_method
+        self.solver = solver
+        self.sampler_steps = sampler_steps
+        self.sampler_oh_mode = sampler_oh_mode
+        self.auto_hyperparameters = auto_hyperparameters
+        self.model_dir = model_dir
+        self.use_preprocessing = use_preprocessing
+        self.preprocessing_layers = preprocessing_layers
+        self.preprocessing_layer_widths = preprocessing_layer_widths
+        self.preprocessing_activation = preprocessing_activation
+        self.preprocessing_init = preprocessing_init
+        self.preprocessing_one_hot = preprocessing_one_hot
+        self.preprocessing_use_softmax = preprocessing_use_softmax
+        self.preprocessing_jitter = preprocessing_jitter
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, predictions, labels=None, verbose: Optional[bool] = None):
+        """Train on ``predictions`` without ground truth.
+
+        ``labels`` is accepted for scikit-learn compatibility and ignored: the
+        model is unsupervised. Rows with every entry missing carry no
+        information and are dropped (``n_dropped_rows_`` says how many).
+        """
+        self._check_hyperparameters()
+        verbose = self.verbose if verbose is None else bool(verbose)
+        device = self._resolve_device()
+        data = check_labels(predictions, n_classes=self.n_classes)
+        keep = present_rows(data)
+        self.n_dropped_rows_ = int((~keep).sum())
+        if self.n_dropped_rows_:
+            data = data.select(keep)
+        data = data.to(device)
+
+        host_gen, dev_gen = self._generators(device)
+        rbm = RBM(data.n_classifiers, data.n_classes, self.hidden_dim, device=device)
+        initialize(rbm, data, self.init_method, self.use_weighted, host_gen)
+        cfg = TrainConfig(
+            epochs=int(self.epochs), batch_size=int(self.batch_size), learning_rate=float(self.learning_rate),
+            momentum=float(self.momentum), cd_k=int(self.cd_k), sampler_steps=int(self.sampler_steps),
+            deterministic=bool(self.deterministic),
+        )
+        progress = _progress_bar("DEEM fit") if verbose else None
+        self.history_ = train_pcd(rbm, data, cfg, host_gen, dev_gen, progress)
+
+        self.model_ = rbm
+        self.device_ = device
+        self.n_classes_ = data.n_classes
+        self.n_classifiers_ = data.n_classifiers
+        self.n_features_in_ = data.n_classifiers
+        self.soft_labels_ = data.soft
+        self.is_fitted_ = True
+        # Align hidden states to the classes of the training data's majority vote,
+        # so predictions come out in the input's label coding.
+        self.class_map_ = self._alignment_against(data)
+        return self
+
+    # -------------------------------------------------------------- predict
+    def predict(self, predictions, return_probs: bool = False, align_to=None):
+        """Consensus label per row, in the aligned class order.
+
+        ``align_to``: reference predictions; the hidden states are matched to the
+        classes of its majority vote (Hungarian) and that mapping is cached in
+        ``class_map_`` for later calls. Rows whose every entry is missing get the
+        model's prior class (the argmax of the hidden bias).
+        With ``return_probs=True`` returns ``(labels, probabilities)``.
+        """
+        check_is_fitted(self, "model_")
+        data = check_labels(predictions, n_classes=self.n_classes_, n_classifiers=self.n_classifiers_)
+        probs = self._raw_probs(data)
+        if align_to is not None:
+            ref = check_labels(align_to, n_classes=self.n_classes_, n_classifiers=self.n_classifiers_)
+            self.class_map_ = self._alignment_against(ref.to(self.device_))
+        aligned = self._apply_map(probs)
+        labels = aligned.argmax(dim=1)
+        as_torch = isinstance(predictions, torch.Tensor)
+        out_labels = labels.to(predictions.device) if as_torch else labels.cpu().numpy()
+        if not return_probs:
+            return out_labels
+        out_probs = aligned.to(predictions.device) if as_torch else aligned.cpu().numpy()
+        return out_labels, out_probs
+
+    def predict_proba(self, predictions):
+        """``(n_samples, n_classes)`` probabilities of each consensus class, aligned like ``predict``."""
+        return self.predict(predictions, return_probs=True)[1]
+
+    def score(self, predictions, true_labels) -> float:
+        """Accuracy of the consensus against ``true_labels`` (entries ``-1`` are skipped).
+
+        Uses the cached alignment; if it was reset, aligns against the majority
+        vote of ``predictions`` first (never against the true labels).
+        """
+        check_is_fitted(self, "model_")
+        align = predictions if self.class_map_ is None else None
+        pred = np.asarray(self._to_numpy(self.predict(predictions, align_to=align)))
+        truth = check_true_labels(true_labels, pred.shape[0])
+        known = truth >= 0
+        if not known.any():
+            raise ValueError("true_labels has no known label (all -1)")
+        return float((pred[known] == truth[known]).mean())
+
+    # ------------------------------------------------------------ alignment
+    def get_class_mapping(self):
+        """``{predicted hidden state: aligned class}``, or ``None`` after ``reset_class_mapping``."""
+        check_is_fitted(self, "model_")
+        if self.class_map_ is None:
+            return None
+        return {int(k): int(v) for k, v in enumerate(self.class_map_)}
+
+    def reset_class_mapping(self):
+        """Forget the cached alignment: ``predict`` returns raw hidden states until ``align_to`` is given."""
+        check_is_fitted(self, "model_")
+        self.class_map_ = None
+        return self
+
+    # ---------------------------------------------------------- long format
+    def fit_long(self, df, task: str = "task", worker: str = "worker", label: str = "label", verbose=None):
+        """Fit on long-format labels: a DataFrame with one row per (task, worker, label).
+
+        Learns ``workers_`` (column order) and ``classes_`` (label coding:
+        ``0..K-1`` for integer labels, else the sorted distinct labels).
+        """
+        workers, classes = learn_coding(df, worker, label, self.n_classes)
+        wide = pivot(df, task, worker, label, workers, classes)
+        fitted_n_classes = self.n_classes
+        try:
+            self.n_classes = len(classes)
+            self.fit(wide.matrix, verbose=verbose)
+        finally:
+            self.n_classes = fitted_n_classes
+        self.workers_ = workers
+        self.classes_ = classes
+        return self
+
+    def predict_long(self, df, task: str = "task", worker: str = "worker", label: str = "label"):
+        """Consensus per task as a pandas Series indexed by task (name ``label``), in the fitted label coding."""
+        import pandas as pd
+
+        wide = self._pivot_long(df, task, worker, label)
+        pred = self.predict(wide.matrix)
+        return pd.Series(np.asarray(self.classes_, dtype=object)[pred] if self.classes_.dtype == object
+                         else self.classes_[pred], index=wide.tasks, name=label)
+
+    def predict_proba_long(self, df, task: str = "task", worker: str = "worker", label: str = "label"):
+        """Consensus probabilities per task: a DataFrame indexed by task, one column per class."""
+        import pandas as pd
+
+        wide = self._pivot_long(df, task, worker, label)
+        return pd.DataFrame(self.predict_proba(wide.matrix), index=wide.tasks, columns=list(self.classes_))
+
+    def _pivot_long(self, df, task, worker, label):
+        check_is_fitted(self, "workers_")
+        return pivot(df, task, worker, label, self.workers_, self.classes_)
+
+    # ---------------------------------------------------------- persistence
+    def save(self, path) -> None:
+        """Write the fitted model to ``path`` (atomically; safe to load: no code in the file)."""
+        check_is_fitted(self, "model_")
+        fitted = {
+            "n_classes_": self.n_classes_, "n_classifiers_": self.n_classifiers_,
+            "history_": list(self.history_), "soft_labels_": self.soft_labels_,
+            "n_dropped_rows_": self.n_dropped_rows_,
+            "class_map_": None if self.class_map_ is None else [int(x) for x in self.class_map_],
+            "hidden_dim": self.model_.n_hidden,
+        }
+        if hasattr(self, "workers_"):
+            fitted["workers_"] = [_plain(w) for w in self.workers_]
+            fitted["classes_"] = [_plain(c) for c in self.classes_]
+        state = {k: v.detach().cpu() for k, v in self.model_.state_dict().items()}
+        params = {k: _plain(v) for k, v in self.get_params().items()}
+        persistence.save_state({"params": params, "fitted": fitted, "state": state}, path)
+
+    def load(self, path):
+        """Load a model written by ``save`` into this estimator; returns ``self``."""
+        payload = persistence.load_state(path)
+        params = {k: v for k, v in payload["params"].items() if k in self.get_params()}
+        self.set_params(**params)
+        fitted = payload["fitted"]
+        device = self._resolve_device()
+        state = payload["state"]
+        k, _, d, h = state["W"].shape
+        rbm = RBM(d, k, h, device=device, dtype=state["W"].dtype)
+        rbm.load_state_dict({name: t.to(device) for name, t in state.items()})
+        self.model_ = rbm
+        self.device_ = device
+        for name in ("n_classes_", "n_classifiers_", "history_", "soft_labels_", "n_dropped_rows_"):
+            setattr(self, name, fitted[name])
+        self.n_features_in_ = self.n_classifiers_
+        self.class_map_ = None if fitted["class_map_"] is None else np.asarray(fitted["class_map_"], dtype=np.int64)
+        if "workers_" in fitted:
+            self.workers_ = np.asarray(fitted["workers_"], dtype=object)
+            classes = fitted["classes_"]
+            is_int = all(isinstance(c, int) for c in classes)
+            self.classes_ = np.asarray(classes, dtype=np.int64 if is_int else object)
+        self.is_fitted_ = True
+        return self
+
+    # ------------------------------------------------------------- helpers
+    def _check_hyperparameters(self) -> None:
+        def positive_int(name):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"{name} must be a positive integer; got {v!r}")
+
+        for name in ("hidden_dim", "cd_k", "epochs", "batch_size", "sampler_steps"):
+            positive_int(name)
+        if not (float(self.learning_rate) > 0):
+            raise ValueError(f"learning_rate must be positive; got {self.learning_rate!r}")
+        if not (0.0 <= float(self.momentum) < 1.0):
+            raise ValueError(f"momentum must be in [0, 1); got {self.momentum!r}")
+        if self.init_method not in INIT_METHODS:
+            raise ValueError(f"init_method must be one of {INIT_METHODS}; got {self.init_method!r}")
+        if self.solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {SOLVERS}; got {self.solver!r}")
+        if self.use_preprocessing or self.auto_hyperparameters:
+            raise NotImplementedError(
+                "use_preprocessing and auto_hyperparameters are not available in this version yet"
+            )
+
+    def _resolve_device(self) -> torch.device:
+        name = str(self.device)
+        if name == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            device = torch.device(name)
+        except RuntimeError:
+            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:n]'; got {self.device!r}") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device='cuda' was requested but no CUDA GPU is available; use device='cpu' or 'auto'")
+        if device.type not in ("cpu", "cuda"):
+            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:n]'; got {self.device!r}")
+        return device
+
+    def _generators(self, device: torch.device):
+        if self.random_state is None:
+            seed = int(torch.randint(0, 2**62, (1,)))
+        elif isinstance(self.random_state, (int, np.integer)) and not isinstance(self.random_state, bool):
+            seed = int(self.random_state)
+        else:
+            raise TypeError(f"random_state must be an int or None; got {type(self.random_state).__name__}")
+        host = torch.Generator().manual_seed(seed)
+        dev = torch.Generator(device=device).manual_seed(seed + 1)
+        return host, dev
+
+    def _raw_probs(self, data: LabelData) -> torch.Tensor:
+        """``(N, K)`` p(consensus class | row) in hidden-state order (hidden unit 0)."""
+        chunks = []
+        with torch.no_grad():
+            for start in range(0, data.n_rows, _PREDICT_CHUNK):
+                part = data.select(slice(start, start + _PREDICT_CHUNK)).to(self.device_)
+                chunks.append(self.model_.hidden_probs(part)[:, 0, :])
+        return torch.cat(chunks) if len(chunks) > 1 else chunks[0]
+
+    def _alignment_against(self, reference: LabelData) -> np.ndarray:
+        mv = majority_vote(reference)
+        predicted = self._raw_probs(reference).argmax(dim=1)
+        return hungarian_map(predicted.cpu().numpy(), mv.cpu().numpy(), self.n_classes_)
+
+    def _apply_map(self, probs: torch.Tensor) -> torch.Tensor:
+        if self.class_map_ is None:
+            return probs
+        aligned = torch.empty_like(probs)
+        aligned[:, torch.as_tensor(self.class_map_, device=probs.device)] = probs
+        return aligned
+
+    @staticmethod
+    def _to_numpy(x):
+        return x.cpu().numpy() if isinstance(x, torch.Tensor) else x
+
+
+def _plain(v):
+    """A value torch.load(weights_only=True) accepts: no numpy scalars or arrays, no paths."""
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    return str(v)
+
+
+def _progress_bar(desc: str):
+    from tqdm.auto import tqdm
+
+    return lambda it: tqdm(it, desc=desc, unit="epoch")
+
