@@ -14,6 +14,8 @@ import torch
 from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# No explicit -std flag: torch.utils.cpp_extension adds the standard its headers
+# need (C++20 for torch >= 2.13; torch 2.14's ATen.h rejects C++17).
 
 
 def want_cuda():
@@ -35,13 +37,13 @@ def extension():
     rel = lambda paths: sorted(os.path.relpath(p, HERE) for p in paths)  # noqa: E731
     sources = rel(glob.glob(os.path.join(HERE, "csrc", "*.cpp")) + glob.glob(os.path.join(HERE, "csrc", "cpu", "*.cpp")))
     include_dirs = [os.path.join(HERE, "csrc")]
-    cxx = ["-O3", "-std=c++17", "-fopenmp"] if os.name != "nt" else ["/O2"]
+    cxx = ["-O3", "-fopenmp"] if os.name != "nt" else ["/O2"]
     if want_cuda():
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "9.0")
         sources += rel(glob.glob(os.path.join(HERE, "csrc", "cuda", "*.cu")))
         return CUDAExtension(
             "deem._C", sources, include_dirs=include_dirs,
-            extra_compile_args={"cxx": cxx + ["-DDEEM_WITH_CUDA"], "nvcc": ["-O3", "-std=c++17", "--use_fast_math", "-lineinfo"]},
+            extra_compile_args={"cxx": cxx + ["-DDEEM_WITH_CUDA"], "nvcc": ["-O3", "--use_fast_math", "-lineinfo"]},
             py_limited_api=False,
         )
     return CppExtension("deem._C", sources, include_dirs=include_dirs, extra_compile_args={"cxx": cxx},

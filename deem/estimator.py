@@ -13,9 +13,9 @@ from ._validation import LabelData, check_labels, check_true_labels, present_row
 from .alignment import hungarian_map, majority_vote
 from .long_format import learn_coding, pivot
 from .rbm import INIT_METHODS, RBM, initialize
-from .solvers import TrainConfig, train_pcd
+from .solvers import TrainConfig, train_exact, train_pcd
 
-SOLVERS = ("gwg",)
+SOLVERS = ("gwg", "exact")
 # Rows per predict call into the kernels: bounds the (rows, H, K) probability buffer.
 _PREDICT_CHUNK = 1 << 20
 
@@ -43,6 +43,7 @@ class DEEM(BaseEstimator):
         use_weighted: bool = True,
         init_method: str = "mv_rand",
         solver: str = "gwg",
+        prior_strength: float = 0.0,
         sampler_steps: int = 5,
         sampler_oh_mode: bool = False,
         auto_hyperparameters: bool = False,
@@ -70,6 +71,7 @@ class DEEM(BaseEstimator):
         self.use_weighted = use_weighted
         self.init_method = init_method
         self.solver = solver
+        self.prior_strength = prior_strength
         self.sampler_steps = sampler_steps
         self.sampler_oh_mode = sampler_oh_mode
         self.auto_hyperparameters = auto_hyperparameters
@@ -110,8 +112,11 @@ class DEEM(BaseEstimator):
             momentum=float(self.momentum), cd_k=int(self.cd_k), sampler_steps=int(self.sampler_steps),
             deterministic=bool(self.deterministic),
         )
-        progress = _progress_bar("DEEM fit") if verbose else None
-        self.history_ = train_pcd(rbm, data, cfg, host_gen, dev_gen, progress)
+        if self.solver == "exact":
+            self.history_ = train_exact(rbm, data, float(self.prior_strength))
+        else:
+            progress = _progress_bar("DEEM fit") if verbose else None
+            self.history_ = train_pcd(rbm, data, cfg, host_gen, dev_gen, progress)
 
         self.model_ = rbm
         self.device_ = device
@@ -124,6 +129,36 @@ class DEEM(BaseEstimator):
         # so predictions come out in the input's label coding.
         self.class_map_ = self._alignment_against(data)
         return self
+
+    # -------------------------------------------------------- reliability
+    @property
+    def confusion_(self) -> np.ndarray:
+        """``(D, K, K)``: ``confusion_[i, c, l]`` = P(classifier i says l | true class c), aligned classes.
+
+        Read off the model: with one hidden unit the visible units are
+        independent given the hidden state, P(v_i = l | h = m) = softmax_l(b_v[i, l] + W[l, m, i, 0]).
+        With more hidden units, the others are left out (their states averaged away are not).
+        """
+        check_is_fitted(self, "model_")
+        with torch.no_grad():
+            rbm = self.model_
+            theta = rbm.W[..., 0] + rbm.b_v.t().unsqueeze(1)  # (K_l, K_m, D)
+            cond = torch.softmax(theta, dim=0).permute(2, 1, 0).double().cpu().numpy()  # (D, m, l)
+        out = np.empty_like(cond)
+        mapping = np.arange(self.n_classes_) if self.class_map_ is None else self.class_map_
+        out[:, mapping, :] = cond
+        return out
+
+    @property
+    def skill_(self) -> np.ndarray:
+        """``(D,)`` each classifier's expected accuracy: sum_c P(true class c) * confusion_[i, c, c]."""
+        check_is_fitted(self, "model_")
+        prior = torch.softmax(self.model_.b_h[0].detach().double(), dim=0).cpu().numpy()
+        mapping = np.arange(self.n_classes_) if self.class_map_ is None else self.class_map_
+        aligned_prior = np.empty_like(prior)
+        aligned_prior[mapping] = prior
+        diag = np.diagonal(self.confusion_, axis1=1, axis2=2)  # (D, K)
+        return diag @ aligned_prior
 
     # -------------------------------------------------------------- predict
     def predict(self, predictions, return_probs: bool = False, align_to=None):
@@ -282,6 +317,10 @@ class DEEM(BaseEstimator):
             raise ValueError(f"init_method must be one of {INIT_METHODS}; got {self.init_method!r}")
         if self.solver not in SOLVERS:
             raise ValueError(f"solver must be one of {SOLVERS}; got {self.solver!r}")
+        if self.solver == "exact" and self.hidden_dim != 1:
+            raise ValueError("solver='exact' needs hidden_dim=1")
+        if not (float(self.prior_strength) >= 0):
+            raise ValueError(f"prior_strength must be >= 0; got {self.prior_strength!r}")
         if self.use_preprocessing or self.auto_hyperparameters:
             raise NotImplementedError(
                 "use_preprocessing and auto_hyperparameters are not available in this version yet"

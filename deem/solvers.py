@@ -76,3 +76,75 @@ def train_pcd(
         if progress is not None and hasattr(epochs, "set_postfix"):
             epochs.set_postfix(loss=f"{history[-1]:.4f}", accept=f"{sampler.acceptance_rate():.2f}")
     return history
+
+
+# ----------------------------------------------------------------------------- exact
+def normalized_params(W: torch.Tensor, b_v: torch.Tensor, b_h: torch.Tensor):
+    """The one-hidden-unit RBM rewritten so that every classifier's conditional is normalized.
+
+    ``W'[l, m, i] = log softmax_l (b_v[i, l] + W[l, m, i])`` = log P_i(l | m) and
+    ``b_h' = log softmax(b_h)``, ``b_v' = 0``. Then ``exp(-F(v))`` sums to 1 over
+    the observed entries of every row, so ``F(v) = -log p(v_obs)`` exactly: a
+    missing entry's terms cancel. With complete rows this is the same model.
+    """
+    theta = W[..., 0] + b_v.t().unsqueeze(1)  # (K_l, K_m, D)
+    logp = torch.log_softmax(theta, dim=0)
+    return logp.unsqueeze(-1), torch.zeros_like(b_v), torch.log_softmax(b_h, dim=1)
+
+
+def dirichlet_log_prior(logp: torch.Tensor, pooled_logits: torch.Tensor, strength: float) -> torch.Tensor:
+    """Hierarchical prior on the confusion columns: P_i(.|m) ~ Dir(strength * Pbar(.|m) + 1).
+
+    ``Pbar = softmax(pooled_logits)`` is shared by every classifier and learned
+    jointly: classifiers with few labels are pulled towards the population's
+    typical confusion, classifiers with many labels follow their own evidence.
+    """
+    pbar = torch.softmax(pooled_logits, dim=0)  # (K_l, K_m)
+    a = strength * pbar
+    k, d = logp.shape[0], logp.shape[2]
+    norm = torch.lgamma(a.sum(0) + k) - torch.lgamma(a + 1).sum(0)  # (K_m,)
+    return (a.unsqueeze(-1) * logp).sum() + d * norm.sum()
+
+
+def train_exact(rbm: RBM, data: LabelData, prior_strength: float, max_iter: int = 500, progress=None) -> List[float]:
+    """Maximize the exact (penalized) log-likelihood of a one-hidden-unit RBM, full batch, with L-BFGS.
+
+    The objective and its gradient go through the fused ``free_energy`` op and
+    its fused backward; the only other work is on the (K, K, D) parameters.
+    Returns the mean negative log-likelihood per L-BFGS iteration; on return the
+    RBM holds the normalized parameters (``normalized_params``).
+    """
+    if rbm.n_hidden != 1:
+        raise ValueError("solver='exact' needs hidden_dim=1 (the likelihood is exact for one hidden unit)")
+    free_energy = ops.free_energy_soft if data.soft else ops.free_energy
+    n = data.n_rows
+    k = rbm.n_classes
+    pooled = torch.zeros(k, k, dtype=rbm.W.dtype, device=rbm.W.device)
+    pooled += 2.0 * torch.eye(k, dtype=rbm.W.dtype, device=rbm.W.device)
+    pooled.requires_grad_(prior_strength > 0)
+    params = [rbm.W, rbm.b_v, rbm.b_h] + ([pooled] if prior_strength > 0 else [])
+    opt = torch.optim.LBFGS(params, lr=1.0, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe",
+                            tolerance_grad=1e-7, tolerance_change=1e-10)
+    history: List[float] = []
+
+    def objective():
+        W, b_v, b_h = normalized_params(rbm.W, rbm.b_v, rbm.b_h)
+        nll = free_energy(data.values, W, b_v, b_h).sum()
+        if prior_strength > 0:
+            nll = nll - dirichlet_log_prior(W[..., 0], pooled, prior_strength)
+        return nll / n
+
+    def closure():
+        opt.zero_grad()
+        loss = objective()
+        loss.backward()
+        history.append(float(loss))
+        return loss
+
+    opt.step(closure)
+    with torch.no_grad():
+        W, b_v, b_h = normalized_params(rbm.W, rbm.b_v, rbm.b_h)
+        rbm.W.copy_(W)
+        rbm.b_v.copy_(b_v)
+        rbm.b_h.copy_(b_h)
+    return history

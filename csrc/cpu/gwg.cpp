@@ -1,0 +1,366 @@
+// gwg_steps: n_steps Gibbs-with-Gradients Metropolis-Hastings steps per chain,
+// in place. One pass per chain; the hidden logits, the gradient g and the
+// proposal weights at the current state are cached between steps and only the
+// proposal state is evaluated (its hidden logits updated incrementally); on
+// acceptance the two states' buffers are swapped.
+//
+// Layout: every per-(i, l) array is stored l-major, a[l * Dp + i], with D padded
+// to Dp (a multiple of 8) so the gradient, the selection of g[i, x_i], the
+// logits, their max and the exps are whole-vector loops. The inverse CDF is
+// taken in the spec's flattened order (i ascending, then l) with a two-level
+// running sum (row sums s_i = sum_l e[i, l] in double, the running sum over
+// rows, then within the chosen row): the same selection as the spec's flat
+// running sum up to the last bits of rounding.
+#include "cpu/common.h"
+
+// The 32-byte vector helpers below are always inlined and file-local: the
+// "AVX vector return without AVX enabled changes the ABI" note does not apply.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
+
+namespace deem {
+namespace cpu {
+namespace {
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(_WIN32)
+// AVX2 and baseline clones, chosen at load time. No FMA, so every clone rounds
+// identically (each element goes through the same sequence of operations).
+#define DEEM_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define DEEM_CLONES
+#endif
+
+// 32-byte vectors (GCC/Clang vector extensions): 8 floats or 4 doubles.
+template <typename T>
+struct Vec;
+template <>
+struct Vec<float> {
+  typedef float v __attribute__((vector_size(32)));
+  typedef int32_t vi __attribute__((vector_size(32)));
+  typedef int32_t lane;
+  static constexpr int N = 8;
+};
+template <>
+struct Vec<double> {
+  typedef double v __attribute__((vector_size(32)));
+  typedef int64_t vi __attribute__((vector_size(32)));
+  typedef int64_t lane;
+  static constexpr int N = 4;
+};
+
+// exp(x) for x <= 0 (or -inf): 0 below the smallest normal result. Range
+// reduction x = n ln2 + r (|r| <= ln2/2), polynomial in r, times 2^n built in
+// the exponent bits. Branch-free, about 1 ulp. Same operations in every clone
+// (no FMA), so results do not depend on the CPU.
+static inline __attribute__((always_inline)) Vec<float>::v vexp(Vec<float>::v x) {
+  typedef Vec<float>::v v;
+  typedef Vec<float>::vi vi;
+  const vi ok = x >= -87.0f;
+  x = (v)(((vi)x & ok) | ((vi)(v{} - 87.0f) & ~ok));
+  const v t = x * 1.44269504088896341f + 12582912.0f;  // 1.5 * 2^23: round(x / ln2) in the low bits
+  const v fn = t - 12582912.0f;
+  v r = x - fn * 0.693359375f;
+  r = r - fn * -2.12194440e-4f;
+  v p = r * 1.9875691500e-4f + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  const v y = (p * r) * r + r + 1.0f;
+  const vi bits = ((vi)t - 0x4B400000 + 127) << 23;
+  return (v)((vi)(y * (v)bits) & ok);
+}
+
+static inline __attribute__((always_inline)) Vec<double>::v vexp(Vec<double>::v x) {
+  typedef Vec<double>::v v;
+  typedef Vec<double>::vi vi;
+  const vi ok = x >= -708.0;
+  x = (v)(((vi)x & ok) | ((vi)(v{} - 708.0) & ~ok));
+  const v t = x * 1.4426950408889634074 + 6755399441055744.0;  // 1.5 * 2^52
+  const v fn = t - 6755399441055744.0;
+  v r = x - fn * 6.93145751953125e-1;
+  r = r - fn * 1.42860682030941723212e-6;
+  // Taylor series to r^12 / 12!: |error| < 3e-17 for |r| <= ln2 / 2.
+  v p = r * (1.0 / 479001600.0) + (1.0 / 39916800.0);
+  p = p * r + (1.0 / 3628800.0);
+  p = p * r + (1.0 / 362880.0);
+  p = p * r + (1.0 / 40320.0);
+  p = p * r + (1.0 / 5040.0);
+  p = p * r + (1.0 / 720.0);
+  p = p * r + (1.0 / 120.0);
+  p = p * r + (1.0 / 24.0);
+  p = p * r + (1.0 / 6.0);
+  p = p * r + 0.5;
+  const v y = (p * r) * r + r + 1.0;
+  const vi bits = ((vi)t - 0x4338000000000000LL + 1023) << 52;
+  return (v)((vi)(y * (v)bits) & ok);
+}
+
+template <typename T>
+using VI = typename Vec<T>::vi;
+template <typename T>
+using VT = typename Vec<T>::v;
+
+template <typename V>
+static inline __attribute__((always_inline)) V vload(const void* p) {
+  V x;
+  std::memcpy(&x, p, sizeof(V));
+  return x;
+}
+template <typename V>
+static inline __attribute__((always_inline)) void vstore(void* p, V x) {
+  std::memcpy(p, &x, sizeof(V));
+}
+
+struct StateVals {
+  double f;    // f(x) = -F(x)
+  double tot;  // sum of the proposal weights e (running sum over rows)
+  double lse;  // logsumexp of the proposal logits = max + log(tot)
+};
+
+// Per-call constants (padded, l-major).
+template <typename T>
+struct Model {
+  int64_t K, D, H, HK, Dp;
+  const T* Wt;  // (D, K, H, K): hidden-logit contribution of visible (i, l)
+  const T* Wg;  // (H*K, K, Dp): Wg[jm][l][i] = W[l, m, i, j], zero padded
+  const T* bv;  // (K, Dp): b_v[i, l], zero padded
+  const T* bh;  // (H*K)
+};
+
+// One chain's scratch: current / proposal buffers and the state masks.
+template <typename T>
+struct Buffers {
+  T *L, *Lp, *P, *g, *gp, *e, *ep;
+  double *s, *sp;  // row sums of e (Dp)
+  // Lane masks (all ones / zero, integers as wide as T), read as vectors:
+  typename Vec<T>::lane* xm;  // (K, Dp): x_i == l
+  typename Vec<T>::lane* pm;  // (Dp): i present
+};
+
+// From the hidden logits L and masks of state x: f, P (scratch), g = df/dx,
+// e = exp(logit - max) (0 where excluded: missing i, l == x_i, padding), s.
+template <typename T>
+static inline __attribute__((always_inline)) StateVals eval_state(const Model<T>& M, const Buffers<T>& B, const T* L,
+                                                                   T* g, T* e, double* s) {
+  typedef VT<T> v;
+  typedef VI<T> vi;
+  constexpr int NL = Vec<T>::N;
+  const int64_t K = M.K, D = M.D, Dp = M.Dp, NV = Dp / NL;
+  double f = softmax_rows(L, B.P, M.H, K);
+  const T* P = B.P;
+  const v ninf = v{} - std::numeric_limits<T>::infinity();
+  v mxv = ninf;
+  v fbv = v{};
+  for (int64_t q = 0; q < NV; ++q) {
+    // g[l, i] = b_v + sum_jm P[jm] Wg[jm, l, i]; gx[i] = g[i, x_i]; bvx[i] = b_v[i, x_i]
+    vi gx = vi{}, bvx = vi{};
+    for (int64_t l = 0; l < K; ++l) {
+      const int64_t off = l * Dp + q * NL;
+      const v bl = vload<v>(M.bv + off);
+      v acc = bl;
+      for (int64_t jm = 0; jm < M.HK; ++jm) acc += P[jm] * vload<v>(M.Wg + jm * K * Dp + off);
+      vstore(g + off, acc);
+      const vi m = vload<vi>(B.xm + off);
+      gx |= (vi)acc & m;
+      bvx |= (vi)bl & m;
+    }
+    fbv += (v)bvx;
+    const vi pm = vload<vi>(B.pm + q * NL);
+    for (int64_t l = 0; l < K; ++l) {
+      const int64_t off = l * Dp + q * NL;
+      const vi elig = pm & ~vload<vi>(B.xm + off);
+      const v lg = (vload<v>(g + off) - (v)gx) * T(0.5);
+      const v x = (v)(((vi)lg & elig) | ((vi)ninf & ~elig));
+      vstore(e + off, x);
+      const vi gt = x > mxv;
+      mxv = (v)(((vi)x & gt) | ((vi)mxv & ~gt));
+    }
+  }
+  T mx = mxv[0];
+  for (int q = 1; q < NL; ++q) mx = mxv[q] > mx ? mxv[q] : mx;
+  for (int q = 0; q < NL; ++q) f += static_cast<double>(fbv[q]);
+  (void)D;
+  for (int64_t c = 0; c < K * Dp; c += NL) vstore(e + c, vexp(vload<v>(e + c) - mx));
+  for (int64_t i = 0; i < Dp; ++i) s[i] = static_cast<double>(e[i]);
+  for (int64_t l = 1; l < K; ++l)
+    for (int64_t i = 0; i < Dp; ++i) s[i] += static_cast<double>(e[l * Dp + i]);
+  double tot = 0.0;
+  for (int64_t i = 0; i < D; ++i) tot += s[i];
+  return {f, tot, static_cast<double>(mx) + std::log(tot)};
+}
+
+template <typename T>
+static inline __attribute__((always_inline)) void set_mask(const Buffers<T>& B, int64_t Dp, int64_t l, int64_t i,
+                                                          bool on) {
+  B.xm[l * Dp + i] = on ? -1 : 0;
+}
+
+// n_steps GWG steps of chain b, state x (int32, -1 = missing). Returns accepted count.
+template <typename T>
+static inline __attribute__((always_inline)) int32_t run_chain_impl(const Model<T>& M, Buffers<T> B, int32_t* x,
+                                                                     int64_t b, int64_t n_steps, int64_t seed,
+                                                                     int64_t offset) {
+  const int64_t K = M.K, D = M.D, HK = M.HK, Dp = M.Dp;
+  int64_t last = -1;
+  for (int64_t i = 0; i < D; ++i)
+    if (x[i] >= 0) last = i;
+  if (last < 0 || K == 1 || n_steps == 0) return 0;
+  for (int64_t q = 0; q < (K + 1) * Dp; ++q) B.xm[q] = 0;
+  for (int64_t i = 0; i < D; ++i) {
+    if (x[i] < 0) continue;
+    B.pm[i] = -1;
+    set_mask(B, Dp, x[i], i, true);
+  }
+  for (int64_t c = 0; c < HK; ++c) B.L[c] = M.bh[c];
+  for (int64_t i = 0; i < D; ++i) {
+    if (x[i] < 0) continue;
+    const T* w = M.Wt + (i * K + x[i]) * HK;
+    for (int64_t c = 0; c < HK; ++c) B.L[c] += w[c];
+  }
+  StateVals cur = eval_state(M, B, B.L, B.g, B.e, B.s);
+  int32_t n_acc = 0;
+  for (int64_t st = 0; st < n_steps; ++st) {
+    const Philox4 r = philox_draw(static_cast<uint64_t>(seed), 0u, static_cast<uint32_t>(b),
+                                  static_cast<uint64_t>(offset) + static_cast<uint64_t>(st));
+    const double u1 = philox_uniform(r.v[0]);
+    const double u2 = philox_uniform(r.v[1]);
+    // Inverse CDF in (i, l) order: first row whose running sum passes u1 * tot,
+    // then the first l in it; rounding fallbacks: last eligible l of that row,
+    // or the last eligible entry overall.
+    const double thr = u1 * cur.tot;
+    double run = 0.0;
+    int64_t i = -1, l = -1;
+    for (int64_t k = 0; k < D; ++k) {
+      const double nxt = run + B.s[k];
+      if (thr < nxt) {
+        i = k;
+        break;
+      }
+      run = nxt;
+    }
+    if (i >= 0) {
+      for (int64_t k = 0; k < K; ++k) {
+        run += static_cast<double>(B.e[k * Dp + i]);
+        if (thr < run) {
+          l = k;
+          break;
+        }
+      }
+    } else {
+      i = last;
+    }
+    if (l < 0) l = (x[i] == K - 1) ? K - 2 : K - 1;
+    const int32_t xi = x[i];
+    const double lq_fwd = static_cast<double>((B.g[l * Dp + i] - B.g[xi * Dp + i]) * T(0.5)) - cur.lse;
+    const T* wo = M.Wt + (i * K + xi) * HK;
+    const T* wn = M.Wt + (i * K + l) * HK;
+    for (int64_t k = 0; k < HK; ++k) B.Lp[k] = B.L[k] - wo[k] + wn[k];
+    x[i] = static_cast<int32_t>(l);
+    set_mask(B, Dp, xi, i, false);
+    set_mask(B, Dp, l, i, true);
+    const StateVals prop = eval_state(M, B, B.Lp, B.gp, B.ep, B.sp);
+    const double lq_rev = static_cast<double>((B.gp[xi * Dp + i] - B.gp[l * Dp + i]) * T(0.5)) - prop.lse;
+    const double log_alpha = prop.f - cur.f + lq_rev - lq_fwd;
+    if (std::log(u2) < log_alpha) {
+      ++n_acc;
+      std::swap(B.L, B.Lp);
+      std::swap(B.g, B.gp);
+      std::swap(B.e, B.ep);
+      std::swap(B.s, B.sp);
+      cur = prop;
+    } else {
+      x[i] = xi;
+      set_mask(B, Dp, l, i, false);
+      set_mask(B, Dp, xi, i, true);
+    }
+  }
+  return n_acc;
+}
+
+// Non-template entry points, cloned for AVX2 and the baseline ISA.
+DEEM_CLONES int32_t run_chain(const Model<float>& M, Buffers<float> B, int32_t* x, int64_t b, int64_t n_steps,
+                              int64_t seed, int64_t offset) {
+  return run_chain_impl(M, B, x, b, n_steps, seed, offset);
+}
+DEEM_CLONES int32_t run_chain(const Model<double>& M, Buffers<double> B, int32_t* x, int64_t b, int64_t n_steps,
+                              int64_t seed, int64_t offset) {
+  return run_chain_impl(M, B, x, b, n_steps, seed, offset);
+}
+
+template <typename T, typename label_t>
+void gwg_kernel(const char* name, label_t* chains, int64_t Bn, const Model<T>& M, int64_t n_steps, int64_t seed,
+                int64_t offset, int32_t* accepted) {
+  const int64_t K = M.K, D = M.D, HK = M.HK, Dp = M.Dp;
+  // Validate every chain first, so a bad label leaves all chains untouched.
+  at::parallel_for(0, Bn, 256, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b)
+      for (int64_t i = 0; i < D; ++i) checked_label(name, chains[b * D + i], b, i, K);
+  });
+  at::parallel_for(0, Bn, 1, [&](int64_t b0, int64_t b1) {
+    std::vector<T> scratch(3 * HK + 4 * K * Dp);
+    std::vector<double> sbuf(2 * Dp);
+    std::vector<typename Vec<T>::lane> masks((K + 1) * Dp);
+    Buffers<T> B;
+    B.L = scratch.data();
+    B.Lp = B.L + HK;
+    B.P = B.Lp + HK;
+    B.g = B.P + HK;
+    B.gp = B.g + K * Dp;
+    B.e = B.gp + K * Dp;
+    B.ep = B.e + K * Dp;
+    B.s = sbuf.data();
+    B.sp = B.s + Dp;
+    B.xm = masks.data();
+    B.pm = B.xm + K * Dp;
+    std::vector<int32_t> xs(D);
+    for (int64_t b = b0; b < b1; ++b) {
+      label_t* xb = chains + b * D;
+      for (int64_t i = 0; i < D; ++i) xs[i] = static_cast<int32_t>(xb[i]);
+      accepted[b] = run_chain(M, B, xs.data(), b, n_steps, seed, offset);
+      for (int64_t i = 0; i < D; ++i) xb[i] = static_cast<label_t>(xs[i]);
+    }
+  });
+}
+
+at::Tensor gwg_steps(at::Tensor& chains, const at::Tensor& W_, const at::Tensor& b_v_, const at::Tensor& b_h_,
+                     int64_t n_steps, int64_t seed, int64_t offset) {
+  const char* name = "deem::gwg_steps";
+  const Dims d = check_params(name, W_, &b_v_, b_h_);
+  check_labels(name, "chains", chains, d);
+  TORCH_CHECK(n_steps >= 0, name, ": n_steps must be >= 0, got ", n_steps);
+  TORCH_CHECK(d.D < (int64_t(1) << 30) && d.K < (int64_t(1) << 30), name, ": D or K too large");
+  const int64_t B = chains.size(0);
+  at::Tensor accepted = at::zeros({B}, chains.options().dtype(at::kInt));
+  if (B == 0) return accepted;
+  at::Tensor work = chains.is_contiguous() ? chains : chains.contiguous();
+  const at::Tensor W = W_.contiguous(), b_v = b_v_.contiguous(), b_h = b_h_.contiguous();
+  AT_DISPATCH_FLOATING_TYPES(W.scalar_type(), "deem", [&] {
+    using T = scalar_t;
+    const int64_t K = d.K, D = d.D, H = d.H, HK = H * K, Dp = (D + 7) / 8 * 8;
+    const T* w = W.data_ptr<T>();
+    const T* bvp = b_v.data_ptr<T>();
+    const std::vector<T> Wt = w_il_jm(w, d);
+    std::vector<T> Wg(HK * K * Dp, T(0)), bv(K * Dp, T(0));
+    for (int64_t l = 0; l < K; ++l)
+      for (int64_t m = 0; m < K; ++m)
+        for (int64_t i = 0; i < D; ++i) {
+          bv[l * Dp + i] = bvp[i * K + l];
+          for (int64_t j = 0; j < H; ++j) Wg[((j * K + m) * K + l) * Dp + i] = w[((l * K + m) * D + i) * H + j];
+        }
+    const Model<T> M{K, D, H, HK, Dp, Wt.data(), Wg.data(), bv.data(), b_h.data_ptr<T>()};
+    DEEM_DISPATCH_LABELS(work.scalar_type(), name, [&] {
+      gwg_kernel<T, label_t>(name, work.data_ptr<label_t>(), B, M, n_steps, seed, offset,
+                             accepted.data_ptr<int32_t>());
+    });
+  });
+  if (!work.is_same(chains)) chains.copy_(work);
+  return accepted;
+}
+
+}  // namespace
+}  // namespace cpu
+}  // namespace deem
+
+TORCH_LIBRARY_IMPL(deem, CPU, m) { m.impl("gwg_steps", &deem::cpu::gwg_steps); }

@@ -1,0 +1,337 @@
+"""Plain-PyTorch twins of the compiled ``deem`` ops.
+
+Same names, signatures and math as ``torch.ops.deem.*`` (see notes/ops_spec.md),
+vectorized over rows / chains (Python loops only over GWG steps and blocks of
+hidden configurations). Random numbers come from the same counter-based
+Philox4x32-10 as the C++/CUDA kernels, computed here in int64 tensor
+arithmetic, so in float64 the twins reproduce the compiled ops' chains,
+acceptance counts and sampled-hidden statistics exactly.
+
+They serve as the fallback when the extension is not available, as the
+slow-but-obvious baseline of the benchmarks, and as the oracle of the tests.
+"""
+from __future__ import annotations
+
+import torch
+
+__all__ = [
+    "philox4x32", "philox_draw", "philox_uniform",
+    "hidden_logits", "hidden_probs", "hidden_logits_soft", "hidden_probs_soft",
+    "energy", "free_energy", "free_energy_soft", "free_energy_backward", "free_energy_soft_backward",
+    "cd_grad", "cd_grad_soft", "gwg_steps", "log_partition",
+]
+
+_M32 = 0xFFFFFFFF
+_M64 = 0xFFFFFFFFFFFFFFFF
+_LABEL_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64)
+
+
+# ----------------------------------------------------------------------------- Philox
+
+def _mulhilo(a: int, b: torch.Tensor):
+    """(hi, lo) 32-bit halves of a * b for a < 2**32 and int64 tensor b in [0, 2**32), without overflow."""
+    bl = b & 0xFFFF
+    bh = b >> 16
+    t1 = a * bl  # < 2**48
+    t2 = a * bh  # < 2**48
+    mid = t1 + ((t2 & 0xFFFF) << 16)
+    return (t2 >> 16) + (mid >> 32), mid & _M32
+
+
+def philox4x32(seed: int, c0, c1, c2, c3):
+    """Philox4x32-10 with key = (lo(seed), hi(seed)) on int64 tensors holding uint32 counters (broadcast)."""
+    seed = int(seed) & _M64
+    k0, k1 = seed & _M32, seed >> 32
+    ref = next((c for c in (c0, c1, c2, c3) if isinstance(c, torch.Tensor)), None)
+    dev = ref.device if ref is not None else None
+
+    def t(c):
+        c = c if isinstance(c, torch.Tensor) else torch.tensor(int(c), dtype=torch.int64, device=dev)
+        return c.to(torch.int64) & _M32
+
+    x0, x1, x2, x3 = torch.broadcast_tensors(t(c0), t(c1), t(c2), t(c3))
+    for _ in range(10):
+        hi0, lo0 = _mulhilo(0xD2511F53, x0)
+        hi1, lo1 = _mulhilo(0xCD9E8D57, x2)
+        x0, x1, x2, x3 = hi1 ^ x1 ^ k0, lo1, hi0 ^ x3 ^ k1, lo0
+        k0 = (k0 + 0x9E3779B9) & _M32
+        k1 = (k1 + 0xBB67AE85) & _M32
+    return x0, x1, x2, x3
+
+
+def philox_draw(seed: int, stream, index, step: int):
+    """The draw for (stream, index) at `step`: counter (stream, index, lo(step), hi(step))."""
+    step = int(step) & _M64
+    return philox4x32(seed, stream, index, step & _M32, step >> 32)
+
+
+def philox_uniform(bits: torch.Tensor) -> torch.Tensor:
+    """Uniform float64 in (0, 1) from the top 24 bits of a uint32 draw."""
+    return ((bits >> 8).to(torch.float64) + 0.5) * (1.0 / 16777216.0)
+
+
+# ----------------------------------------------------------------------------- checks
+
+def _dims(name, W, b_v, b_h):
+    if W.dim() != 4 or W.shape[0] != W.shape[1]:
+        raise RuntimeError(f"{name}: W must have shape (K, K, D, H), got {tuple(W.shape)}")
+    if W.dtype not in (torch.float32, torch.float64):
+        raise RuntimeError(f"{name}: parameters must be float32 or float64, got {W.dtype}")
+    K, _, D, H = W.shape
+    if b_h.shape != (H, K) or b_h.dtype != W.dtype:
+        raise RuntimeError(f"{name}: b_h must have shape (H, K) = ({H}, {K}) and dtype {W.dtype}, "
+                           f"got {tuple(b_h.shape)} {b_h.dtype}")
+    if b_v is not None and (b_v.shape != (D, K) or b_v.dtype != W.dtype):
+        raise RuntimeError(f"{name}: b_v must have shape (D, K) = ({D}, {K}) and dtype {W.dtype}, "
+                           f"got {tuple(b_v.shape)} {b_v.dtype}")
+    return K, D, H
+
+
+def _check_labels(name, what, labels, K, D):
+    if labels.dim() != 2 or labels.shape[1] != D:
+        raise RuntimeError(f"{name}: {what} must have shape (N, D) with D = {D}, got {tuple(labels.shape)}")
+    if labels.dtype not in _LABEL_DTYPES:
+        raise RuntimeError(f"{name}: {what} must be int8, int16, int32 or int64, got {labels.dtype}")
+    if labels.numel():
+        lo, hi = int(labels.min()), int(labels.max())
+        if lo < -1 or hi >= K:
+            bad = lo if lo < -1 else hi
+            raise RuntimeError(f"{name}: label {bad} in {what} is out of range; "
+                               f"expected -1 (missing) or a value in [0, {K})")
+    return labels.long()
+
+
+def _check_soft(name, what, v, W, K, D):
+    if v.dim() != 3 or v.shape[1] != K or v.shape[2] != D:
+        raise RuntimeError(f"{name}: {what} must have shape (N, K, D) = (N, {K}, {D}), got {tuple(v.shape)}")
+    if v.dtype != W.dtype:
+        raise RuntimeError(f"{name}: {what} dtype {v.dtype} differs from W dtype {W.dtype}")
+
+
+def _one_hot(x: torch.Tensor, K: int, dtype) -> torch.Tensor:
+    """(N, D) labels with -1 -> (N, D, K) one-hot, all-zero rows for missing entries."""
+    oh = torch.nn.functional.one_hot(x.clamp(min=0), K).to(dtype)
+    return oh * (x >= 0).unsqueeze(-1).to(dtype)
+
+
+# ----------------------------------------------------------------------------- hidden units
+
+def _logits_hard(x: torch.Tensor, W, b_h):
+    """x: validated int64 labels (N, D). Gathers W rows by label; missing entries add nothing."""
+    K, _, D, H = W.shape
+    Wt = W.permute(2, 0, 3, 1)  # (D, K_v, H, K_h)
+    rows = Wt[torch.arange(D, device=x.device), x.clamp(min=0)]  # (N, D, H, K)
+    rows = torch.where((x >= 0)[:, :, None, None], rows, torch.zeros((), dtype=W.dtype, device=W.device))
+    return b_h + rows.sum(1)
+
+
+def hidden_logits(labels, W, b_h):
+    K, D, H = _dims("hidden_logits", W, None, b_h)
+    return _logits_hard(_check_labels("hidden_logits", "labels", labels, K, D), W, b_h)
+
+
+def hidden_probs(labels, W, b_h):
+    return torch.softmax(hidden_logits(labels, W, b_h), -1)
+
+
+def hidden_logits_soft(v, W, b_h):
+    K, D, H = _dims("hidden_logits_soft", W, None, b_h)
+    _check_soft("hidden_logits_soft", "v", v, W, K, D)
+    return b_h + torch.einsum("nli,lmij->njm", v, W)
+
+
+def hidden_probs_soft(v, W, b_h):
+    return torch.softmax(hidden_logits_soft(v, W, b_h), -1)
+
+
+# ----------------------------------------------------------------------------- energies
+
+def _bv_term(x, b_v):
+    D = b_v.shape[0]
+    t = b_v[torch.arange(D, device=x.device), x.clamp(min=0)]  # (N, D)
+    return torch.where(x >= 0, t, torch.zeros((), dtype=b_v.dtype, device=b_v.device)).sum(-1)
+
+
+def energy(labels, hidden, W, b_v, b_h):
+    K, D, H = _dims("energy", W, b_v, b_h)
+    x = _check_labels("energy", "labels", labels, K, D)
+    if hidden.dim() != 2 or hidden.shape != (labels.shape[0], H):
+        raise RuntimeError(f"energy: hidden must have shape (N, H) = ({labels.shape[0]}, {H}), got {tuple(hidden.shape)}")
+    h = hidden.long()
+    if h.numel() and (int(h.min()) < 0 or int(h.max()) >= K):
+        raise RuntimeError(f"energy: hidden states must be in [0, {K})")
+    N = x.shape[0]
+    bh = b_h[torch.arange(H, device=h.device), h].sum(-1)  # (N,)
+    wv = W[x.clamp(min=0)[:, :, None], h[:, None, :],
+           torch.arange(D, device=x.device)[None, :, None], torch.arange(H, device=x.device)[None, None, :]]
+    wv = torch.where((x >= 0)[:, :, None], wv, torch.zeros((), dtype=W.dtype, device=W.device)).reshape(N, -1).sum(-1)
+    return -(_bv_term(x, b_v) + bh + wv)
+
+
+def free_energy(labels, W, b_v, b_h):
+    K, D, H = _dims("free_energy", W, b_v, b_h)
+    x = _check_labels("free_energy", "labels", labels, K, D)
+    L = _logits_hard(x, W, b_h)
+    return -(_bv_term(x, b_v) + torch.logsumexp(L, -1).sum(-1))
+
+
+def free_energy_soft(v, W, b_v, b_h):
+    K, D, H = _dims("free_energy_soft", W, b_v, b_h)
+    _check_soft("free_energy_soft", "v", v, W, K, D)
+    L = b_h + torch.einsum("nli,lmij->njm", v, W)
+    return -(torch.einsum("nli,il->n", v, b_v) + torch.logsumexp(L, -1).sum(-1))
+
+
+def free_energy_backward(grad, labels, W, b_v, b_h):
+    K, D, H = _dims("free_energy_backward", W, b_v, b_h)
+    x = _check_labels("free_energy_backward", "labels", labels, K, D)
+    P = torch.softmax(_logits_hard(x, W, b_h), -1)
+    oh = _one_hot(x, K, W.dtype)
+    dW = -torch.einsum("n,nil,njm->lmij", grad, oh, P)
+    return dW, -torch.einsum("n,nil->il", grad, oh), -torch.einsum("n,njm->jm", grad, P)
+
+
+def free_energy_soft_backward(grad, v, W, b_v, b_h):
+    K, D, H = _dims("free_energy_soft_backward", W, b_v, b_h)
+    _check_soft("free_energy_soft_backward", "v", v, W, K, D)
+    P = torch.softmax(b_h + torch.einsum("nli,lmij->njm", v, W), -1)
+    dv = -grad[:, None, None] * (b_v.t()[None] + torch.einsum("njm,lmij->nli", P, W))
+    dW = -torch.einsum("n,nli,njm->lmij", grad, v, P)
+    return dv, dW, -torch.einsum("n,nli->il", grad, v), -torch.einsum("n,njm->jm", grad, P)
+
+
+# ----------------------------------------------------------------------------- contrastive divergence
+
+def _hidden_stat(P, sample_hidden, seed, offset, row0):
+    """P (N, H, K), or its one-hot Philox sample for rows row0 .. row0 + N - 1 of [pos; neg]."""
+    if not sample_hidden:
+        return P
+    N, H, K = P.shape
+    rows = torch.arange(row0, row0 + N, device=P.device, dtype=torch.int64)
+    units = torch.arange(H, device=P.device, dtype=torch.int64)
+    bits = philox_draw(seed, units[None, :], rows[:, None], offset)[0]
+    u = philox_uniform(bits)  # (N, H)
+    cum = P.to(torch.float64).cumsum(-1)
+    h = (cum <= u[..., None]).sum(-1).clamp(max=K - 1)
+    return torch.nn.functional.one_hot(h, K).to(P.dtype)
+
+
+def _cd(name, pos_oh, pos_logits, pos_F, neg, W, b_v, b_h, sample_hidden, seed, offset):
+    K, D, H = _dims(name, W, b_v, b_h)
+    xn = _check_labels(name, "neg", neg, K, D)
+    Np, Nn = pos_oh.shape[0], xn.shape[0]
+    if Np == 0 or Nn == 0:
+        raise RuntimeError(f"{name}: pos and neg must each have at least one row, got {Np} and {Nn}")
+    Ln = _logits_hard(xn, W, b_h)
+    Fn = -(_bv_term(xn, b_v) + torch.logsumexp(Ln, -1).sum(-1))
+    Sp = _hidden_stat(torch.softmax(pos_logits, -1), sample_hidden, seed, offset, 0)
+    Sn = _hidden_stat(torch.softmax(Ln, -1), sample_hidden, seed, offset, Np)
+    ohn = _one_hot(xn, K, W.dtype)
+    dW = -torch.einsum("nil,njm->lmij", pos_oh, Sp) / Np + torch.einsum("nil,njm->lmij", ohn, Sn) / Nn
+    dbv = -pos_oh.sum(0) / Np + ohn.sum(0) / Nn
+    dbh = -Sp.sum(0) / Np + Sn.sum(0) / Nn
+    return dW, dbv, dbh, pos_F.mean() - Fn.mean()
+
+
+def cd_grad(pos, neg, W, b_v, b_h, sample_hidden=False, seed=0, offset=0):
+    K, D, H = _dims("cd_grad", W, b_v, b_h)
+    xp = _check_labels("cd_grad", "pos", pos, K, D)
+    Lp = _logits_hard(xp, W, b_h)
+    Fp = -(_bv_term(xp, b_v) + torch.logsumexp(Lp, -1).sum(-1))
+    return _cd("cd_grad", _one_hot(xp, K, W.dtype), Lp, Fp, neg, W, b_v, b_h, sample_hidden, seed, offset)
+
+
+def cd_grad_soft(pos, neg, W, b_v, b_h, sample_hidden=False, seed=0, offset=0):
+    K, D, H = _dims("cd_grad_soft", W, b_v, b_h)
+    _check_soft("cd_grad_soft", "pos", pos, W, K, D)
+    Lp = b_h + torch.einsum("nli,lmij->njm", pos, W)
+    Fp = -(torch.einsum("nli,il->n", pos, b_v) + torch.logsumexp(Lp, -1).sum(-1))
+    return _cd("cd_grad_soft", pos.transpose(1, 2), Lp, Fp, neg, W, b_v, b_h, sample_hidden, seed, offset)
+
+
+# ----------------------------------------------------------------------------- Gibbs-with-Gradients
+
+def _gwg_eval(x, W, b_v, b_h):
+    """At states x (B, D): f = -F (float64), proposal logits (B, D*K) with -inf where excluded,
+    the float64 running sums of exp(logits - max), their total, and the logsumexp of the logits."""
+    K, _, D, H = W.shape
+    B = x.shape[0]
+    L = _logits_hard(x, W, b_h)
+    P = torch.softmax(L, -1)
+    f = _bv_term(x, b_v).to(torch.float64) + torch.logsumexp(L, -1).to(torch.float64).sum(-1)
+    g = b_v + torch.einsum("njm,lmij->nil", P, W)  # (B, D, K): df/dx[i, l]
+    gx = g.gather(2, x.clamp(min=0)[..., None])
+    logits = (g - gx) * 0.5
+    elig = (x >= 0)[..., None] & (torch.arange(K, device=x.device) != x[..., None])
+    logits = torch.where(elig, logits, torch.full((), float("-inf"), dtype=W.dtype, device=W.device))
+    logits = logits.reshape(B, D * K)
+    mx = logits.max(-1).values
+    mx = torch.where(torch.isfinite(mx), mx, torch.zeros_like(mx))
+    cs = torch.exp(logits - mx[:, None]).to(torch.float64).cumsum(-1)
+    tot = cs[:, -1]
+    return f, logits, cs, tot, mx.to(torch.float64) + torch.log(tot)
+
+
+def gwg_steps(chains, W, b_v, b_h, n_steps=1, seed=0, offset=0):
+    """n_steps GWG Metropolis-Hastings steps on every chain, in place; returns accepted counts (B,) int32."""
+    K, D, H = _dims("gwg_steps", W, b_v, b_h)
+    x = _check_labels("gwg_steps", "chains", chains, K, D).clone()
+    if n_steps < 0:
+        raise RuntimeError(f"gwg_steps: n_steps must be >= 0, got {n_steps}")
+    B = x.shape[0]
+    dev = x.device
+    accepted = torch.zeros(B, dtype=torch.int32, device=dev)
+    if B == 0 or n_steps == 0 or K == 1:
+        return accepted
+    present = x >= 0
+    movable = present.any(-1)
+    last_i = torch.where(present, torch.arange(D, device=dev), torch.full((), -1, device=dev)).max(-1).values
+    last_i = last_i.clamp(min=0)
+    rows = torch.arange(B, device=dev)
+    DK = D * K
+    f, logits, cs, tot, lse = _gwg_eval(x, W, b_v, b_h)
+    for s in range(n_steps):
+        r = philox_draw(seed, 0, rows, int(offset) + s)
+        u1, u2 = philox_uniform(r[0]), philox_uniform(r[1])
+        idx = (cs <= (u1 * tot)[:, None]).sum(-1)
+        x_last = x.gather(1, last_i[:, None]).squeeze(1)
+        last_elig = last_i * K + torch.where(x_last == K - 1, K - 2, K - 1)
+        idx = torch.where(idx >= DK, last_elig, idx)
+        i, l = idx // K, idx % K
+        xi = x.gather(1, i[:, None]).squeeze(1)
+        lq_fwd = logits.gather(1, idx[:, None]).squeeze(1).to(torch.float64) - lse
+        xp = x.clone()
+        xp.scatter_(1, i[:, None], l[:, None])
+        fp, logits_p, cs_p, tot_p, lse_p = _gwg_eval(xp, W, b_v, b_h)
+        lq_rev = logits_p.gather(1, (i * K + xi.clamp(min=0))[:, None]).squeeze(1).to(torch.float64) - lse_p
+        log_alpha = fp - f + lq_rev - lq_fwd
+        acc = (torch.log(u2) < log_alpha) & movable
+        a1 = acc[:, None]
+        x = torch.where(a1, xp, x)
+        f = torch.where(acc, fp, f)
+        logits = torch.where(a1, logits_p, logits)
+        cs = torch.where(a1, cs_p, cs)
+        tot = torch.where(acc, tot_p, tot)
+        lse = torch.where(acc, lse_p, lse)
+        accepted += acc.to(torch.int32)
+    chains.copy_(x.to(chains.dtype))
+    return accepted
+
+
+# ----------------------------------------------------------------------------- partition function
+
+def log_partition(W, b_v, b_h):
+    K, D, H = _dims("log_partition", W, b_v, b_h)
+    if K ** H > 2 ** 20:
+        raise RuntimeError(f"log_partition: K^H = {K}^{H} hidden configurations exceeds the limit of 2^20")
+    C = K ** H
+    Wp = W.permute(3, 1, 0, 2)  # (H, K_h, K_v, D)
+    units = torch.arange(H, device=W.device)
+    pows = torch.tensor([K ** j for j in range(H)], device=W.device, dtype=torch.int64)
+    vals = []
+    for c0 in range(0, C, 4096):
+        c = torch.arange(c0, min(C, c0 + 4096), device=W.device, dtype=torch.int64)
+        hs = (c[:, None] // pows) % K  # (C, H), unit 0 the least significant digit
+        a = b_v.t()[None] + Wp[units[None, :], hs].sum(1)  # (C, K_v, D)
+        vals.append(b_h[units[None, :], hs].sum(-1) + torch.logsumexp(a, 1).sum(-1))
+    return torch.logsumexp(torch.cat(vals), 0)

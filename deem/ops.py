@@ -1,0 +1,273 @@
+"""Python entry points of the DEEM ops.
+
+Thin wrappers over ``torch.ops.deem.*`` (the compiled library ``deem._C``) with
+autograd and fake (meta) implementations registered, and a backend switch:
+
+* ``"auto"`` (default): the compiled op when the extension is loaded and has a
+  kernel for the tensors' device, otherwise the plain-PyTorch twin;
+* ``"extension"``: always the compiled op (error if it is not available);
+* ``"reference"``: always the twin in :mod:`deem._reference`.
+
+If ``deem._C`` cannot be imported a ``RuntimeWarning`` naming the import error
+is issued once and the twins are used.
+"""
+from __future__ import annotations
+
+import contextlib
+import warnings
+
+import torch
+
+from . import _reference as reference
+
+__all__ = [
+    "HAS_EXTENSION", "reference", "set_backend", "get_backend", "use_reference",
+    "hidden_logits", "hidden_probs", "hidden_logits_soft", "hidden_probs_soft",
+    "energy", "free_energy", "free_energy_soft", "free_energy_backward", "free_energy_soft_backward",
+    "cd_grad", "cd_grad_soft", "gwg_steps", "log_partition",
+]
+
+try:
+    from . import _C  # noqa: F401  (importing registers torch.ops.deem.*)
+
+    HAS_EXTENSION = True
+    IMPORT_ERROR = None
+except (ImportError, OSError) as exc:  # pragma: no cover - depends on the build
+    HAS_EXTENSION = False
+    IMPORT_ERROR = exc
+    warnings.warn(
+        f"deem: the compiled extension deem._C could not be imported ({exc!r}); "
+        "falling back to the (much slower) plain-PyTorch reference ops.",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+
+_BACKENDS = ("auto", "extension", "reference")
+_backend = "auto"
+_has_kernel_cache: dict = {}
+
+
+def set_backend(name: str) -> None:
+    """Select "auto", "extension" or "reference" for every op."""
+    global _backend
+    if name not in _BACKENDS:
+        raise ValueError(f"backend must be one of {_BACKENDS}, got {name!r}")
+    if name == "extension" and not HAS_EXTENSION:
+        raise RuntimeError(f"deem: backend 'extension' requested but deem._C failed to import: {IMPORT_ERROR!r}")
+    _backend = name
+
+
+def get_backend() -> str:
+    return _backend
+
+
+@contextlib.contextmanager
+def use_reference(flag: bool = True):
+    """Context manager: force the plain-PyTorch twins (flag=True) or the default "auto" (flag=False)."""
+    global _backend
+    old = _backend
+    _backend = "reference" if flag else "auto"
+    try:
+        yield
+    finally:
+        _backend = old
+
+
+def _has_kernel(op: str, device: torch.device) -> bool:
+    key = (op, device.type)
+    hit = _has_kernel_cache.get(key)
+    if hit is None:
+        dk = {"cpu": "CPU", "cuda": "CUDA"}.get(device.type)
+        try:
+            hit = dk is not None and torch._C._dispatch_has_kernel_for_dispatch_key(f"deem::{op}", dk)
+        except Exception:  # pragma: no cover - private API changed
+            hit = device.type == "cpu"
+        _has_kernel_cache[key] = hit
+    return hit
+
+
+def _ext(op: str, t: torch.Tensor) -> bool:
+    """Whether to call the compiled op (True) or the twin (False)."""
+    if _backend == "reference":
+        return False
+    if _backend == "extension":
+        return True
+    return HAS_EXTENSION and _has_kernel(op, t.device)
+
+
+# ----------------------------------------------------------------------------- wrappers
+
+def hidden_logits(labels, W, b_h):
+    """(N, H, K) hidden logits of hard labels (N, D), -1 = missing."""
+    if _ext("hidden_logits", W):
+        return torch.ops.deem.hidden_logits(labels, W, b_h)
+    return reference.hidden_logits(labels, W, b_h)
+
+
+def hidden_probs(labels, W, b_h):
+    if _ext("hidden_probs", W):
+        return torch.ops.deem.hidden_probs(labels, W, b_h)
+    return reference.hidden_probs(labels, W, b_h)
+
+
+def hidden_logits_soft(v, W, b_h):
+    """(N, H, K) hidden logits of soft labels v (N, K, D); differentiable w.r.t. v, W, b_h."""
+    if _ext("hidden_logits_soft", W):
+        return torch.ops.deem.hidden_logits_soft(v, W, b_h)
+    return reference.hidden_logits_soft(v, W, b_h)
+
+
+def hidden_probs_soft(v, W, b_h):
+    if _ext("hidden_probs_soft", W):
+        return torch.ops.deem.hidden_probs_soft(v, W, b_h)
+    return reference.hidden_probs_soft(v, W, b_h)
+
+
+def energy(labels, hidden, W, b_v, b_h):
+    if _ext("energy", W):
+        return torch.ops.deem.energy(labels, hidden, W, b_v, b_h)
+    return reference.energy(labels, hidden, W, b_v, b_h)
+
+
+def free_energy(labels, W, b_v, b_h):
+    """(N,) free energy of hard labels; differentiable w.r.t. W, b_v, b_h."""
+    if _ext("free_energy", W):
+        return torch.ops.deem.free_energy(labels, W, b_v, b_h)
+    return reference.free_energy(labels, W, b_v, b_h)
+
+
+def free_energy_soft(v, W, b_v, b_h):
+    """(N,) free energy of soft labels; differentiable w.r.t. v, W, b_v, b_h."""
+    if _ext("free_energy_soft", W):
+        return torch.ops.deem.free_energy_soft(v, W, b_v, b_h)
+    return reference.free_energy_soft(v, W, b_v, b_h)
+
+
+def free_energy_backward(grad, labels, W, b_v, b_h):
+    if _ext("free_energy_backward", W):
+        return torch.ops.deem.free_energy_backward(grad, labels, W, b_v, b_h)
+    return reference.free_energy_backward(grad, labels, W, b_v, b_h)
+
+
+def free_energy_soft_backward(grad, v, W, b_v, b_h):
+    if _ext("free_energy_soft_backward", W):
+        return torch.ops.deem.free_energy_soft_backward(grad, v, W, b_v, b_h)
+    return reference.free_energy_soft_backward(grad, v, W, b_v, b_h)
+
+
+def cd_grad(pos, neg, W, b_v, b_h, sample_hidden=False, seed=0, offset=0):
+    """(dW, db_v, db_h, loss) of mean F(pos) - mean F(neg)."""
+    if _ext("cd_grad", W):
+        return torch.ops.deem.cd_grad(pos, neg, W, b_v, b_h, bool(sample_hidden), int(seed), int(offset))
+    return reference.cd_grad(pos, neg, W, b_v, b_h, bool(sample_hidden), int(seed), int(offset))
+
+
+def cd_grad_soft(pos_soft, neg, W, b_v, b_h, sample_hidden=False, seed=0, offset=0):
+    if _ext("cd_grad_soft", W):
+        return torch.ops.deem.cd_grad_soft(pos_soft, neg, W, b_v, b_h, bool(sample_hidden), int(seed), int(offset))
+    return reference.cd_grad_soft(pos_soft, neg, W, b_v, b_h, bool(sample_hidden), int(seed), int(offset))
+
+
+def gwg_steps(chains, W, b_v, b_h, n_steps=1, seed=0, offset=0):
+    """n_steps GWG steps on every chain (B, D), in place; returns the accepted counts (B,) int32."""
+    if _ext("gwg_steps", W):
+        return torch.ops.deem.gwg_steps(chains, W, b_v, b_h, int(n_steps), int(seed), int(offset))
+    return reference.gwg_steps(chains, W, b_v, b_h, int(n_steps), int(seed), int(offset))
+
+
+def log_partition(W, b_v, b_h):
+    """Exact log Z (0-dim) of the complete-data model."""
+    if _ext("log_partition", W):
+        return torch.ops.deem.log_partition(W, b_v, b_h)
+    return reference.log_partition(W, b_v, b_h)
+
+
+# ----------------------------------------------------------------------------- registrations
+
+def _register() -> None:
+    lib = "deem::"
+
+    def new(t, shape, dtype=None):
+        return t.new_empty(shape, dtype=dtype)
+
+    @torch.library.register_fake(lib + "hidden_logits")
+    def _(labels, W, b_h):
+        return new(W, (labels.shape[0], b_h.shape[0], b_h.shape[1]))
+
+    @torch.library.register_fake(lib + "hidden_probs")
+    def _(labels, W, b_h):
+        return new(W, (labels.shape[0], b_h.shape[0], b_h.shape[1]))
+
+    @torch.library.register_fake(lib + "hidden_logits_soft")
+    def _(v, W, b_h):
+        return new(W, (v.shape[0], b_h.shape[0], b_h.shape[1]))
+
+    @torch.library.register_fake(lib + "hidden_probs_soft")
+    def _(v, W, b_h):
+        return new(W, (v.shape[0], b_h.shape[0], b_h.shape[1]))
+
+    @torch.library.register_fake(lib + "energy")
+    def _(labels, hidden, W, b_v, b_h):
+        return new(W, (labels.shape[0],))
+
+    @torch.library.register_fake(lib + "free_energy")
+    def _(labels, W, b_v, b_h):
+        return new(W, (labels.shape[0],))
+
+    @torch.library.register_fake(lib + "free_energy_soft")
+    def _(v, W, b_v, b_h):
+        return new(W, (v.shape[0],))
+
+    @torch.library.register_fake(lib + "free_energy_backward")
+    def _(grad, labels, W, b_v, b_h):
+        return torch.empty_like(W), torch.empty_like(b_v), torch.empty_like(b_h)
+
+    @torch.library.register_fake(lib + "free_energy_soft_backward")
+    def _(grad, v, W, b_v, b_h):
+        return torch.empty_like(v), torch.empty_like(W), torch.empty_like(b_v), torch.empty_like(b_h)
+
+    @torch.library.register_fake(lib + "cd_grad")
+    def _(pos, neg, W, b_v, b_h, sample_hidden, seed, offset):
+        return torch.empty_like(W), torch.empty_like(b_v), torch.empty_like(b_h), new(W, ())
+
+    @torch.library.register_fake(lib + "cd_grad_soft")
+    def _(pos, neg, W, b_v, b_h, sample_hidden, seed, offset):
+        return torch.empty_like(W), torch.empty_like(b_v), torch.empty_like(b_h), new(W, ())
+
+    @torch.library.register_fake(lib + "gwg_steps")
+    def _(chains, W, b_v, b_h, n_steps, seed, offset):
+        return new(chains, (chains.shape[0],), dtype=torch.int32)
+
+    @torch.library.register_fake(lib + "log_partition")
+    def _(W, b_v, b_h):
+        return new(W, ())
+
+    # free_energy: d/d(W, b_v, b_h) through the fused statistics op.
+    def fe_setup(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+
+    def fe_backward(ctx, grad):
+        labels, W, b_v, b_h = ctx.saved_tensors
+        dW, dbv, dbh = torch.ops.deem.free_energy_backward(grad.contiguous(), labels, W, b_v, b_h)
+        return None, dW, dbv, dbh
+
+    torch.library.register_autograd(lib + "free_energy", fe_backward, setup_context=fe_setup)
+
+    def fes_backward(ctx, grad):
+        v, W, b_v, b_h = ctx.saved_tensors
+        return torch.ops.deem.free_energy_soft_backward(grad.contiguous(), v, W, b_v, b_h)
+
+    torch.library.register_autograd(lib + "free_energy_soft", fes_backward, setup_context=fe_setup)
+
+    # hidden_logits_soft is linear: its backward is three contractions.
+    def hls_backward(ctx, grad):
+        v, W, b_h = ctx.saved_tensors
+        dv = torch.einsum("njm,lmij->nli", grad, W)
+        dW = torch.einsum("nli,njm->lmij", v, grad)
+        return dv, dW, grad.sum(0)
+
+    torch.library.register_autograd(lib + "hidden_logits_soft", hls_backward, setup_context=fe_setup)
+
+
+if HAS_EXTENSION:
+    _register()
