@@ -43,7 +43,7 @@ def extension():
         sources += rel(glob.glob(os.path.join(HERE, "csrc", "cuda", "*.cu")))
         return CUDAExtension(
             "deem._C", sources, include_dirs=include_dirs,
-            extra_compile_args={"cxx": cxx + ["-DDEEM_WITH_CUDA"], "nvcc": ["-O3", "--use_fast_math", "-lineinfo"]},
+            extra_compile_args={"cxx": cxx + ["-DDEEM_WITH_CUDA"], "nvcc": ["-O3", "-lineinfo"]},
             py_limited_api=False,
         )
     return CppExtension("deem._C", sources, include_dirs=include_dirs, extra_compile_args={"cxx": cxx},

@@ -138,7 +138,7 @@ def train_exact(rbm: RBM, data: LabelData, prior_strength: float, max_iter: int 
         opt.zero_grad()
         loss = objective()
         loss.backward()
-        history.append(float(loss))
+        history.append(float(loss.detach()))
         return loss
 
     opt.step(closure)

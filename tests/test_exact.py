@@ -1,0 +1,85 @@
+"""solver='exact': the exact likelihood of the one-hidden-unit model, and per-classifier reliability."""
+import numpy as np
+import pytest
+import torch
+from scipy.special import logsumexp
+from scipy.stats import spearmanr
+
+from deem import DEEM
+from deem._validation import check_labels
+from deem.alignment import majority_vote
+from deem.datasets import dawid_skene
+
+
+@pytest.fixture(scope="module")
+def crowd():
+    return dawid_skene(n_samples=3000, n_classifiers=10, n_classes=3, missing_rate=0.3, random_state=11)
+
+
+def empirical_confusion(X, y, k):
+    d = X.shape[1]
+    out = np.zeros((d, k, k))
+    for i in range(d):
+        for c in range(k):
+            given = X[(y == c) & (X[:, i] >= 0), i]
+            out[i, c] = np.bincount(given, minlength=k) / max(len(given), 1)
+    return out
+
+
+def test_free_energy_is_the_exact_negative_log_likelihood(device, crowd):
+    X, _ = crowd
+    model = DEEM(solver="exact", random_state=0, device=device).fit(X)
+    conf = model.confusion_  # (D, c, l), aligned
+    prior = np.exp(model.model_.b_h[0].detach().cpu().double().numpy())
+    aligned_prior = np.empty_like(prior)
+    aligned_prior[model.class_map_] = prior
+    # log p(v_obs) by the Dawid-Skene formula, computed independently in numpy
+    logp = np.log(aligned_prior)[None, :].repeat(len(X), 0)
+    for i in range(X.shape[1]):
+        seen = X[:, i] >= 0
+        logp[seen] += np.log(conf[i][:, X[seen, i]]).T
+    expected = -logsumexp(logp, axis=1)
+    data = check_labels(X).to(model.device_)
+    got = model.model_.free_energy(data).detach().cpu().double().numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+    assert prior.sum() == pytest.approx(1, abs=1e-5)
+
+
+def test_exact_beats_majority_vote_and_recovers_confusions(device, crowd):
+    X, y = crowd
+    model = DEEM(solver="exact", random_state=0, device=device).fit(X)
+    acc = float(np.mean(model.predict(X) == y))
+    mv = float(np.mean(majority_vote(check_labels(X)).numpy() == y))
+    assert acc > mv + 0.02
+    conf = model.confusion_
+    assert conf.shape == (10, 3, 3)
+    np.testing.assert_allclose(conf.sum(axis=2), 1, atol=1e-5)
+    assert np.abs(conf - empirical_confusion(X, y, 3)).max() < 0.08
+    true_skill = [np.mean(X[X[:, i] >= 0, i] == y[X[:, i] >= 0]) for i in range(10)]
+    assert spearmanr(model.skill_, true_skill).correlation > 0.9
+    # the loss goes down
+    assert model.history_[-1] < model.history_[0]
+
+
+def test_prior_pulls_sparse_workers_to_the_pool(crowd):
+    X, y = crowd
+    X = X.copy()
+    X[50:, 0] = -1  # worker 0 labels only 50 items
+    free = DEEM(solver="exact", random_state=0).fit(X).confusion_[0]
+    shrunk = DEEM(solver="exact", prior_strength=20.0, random_state=0).fit(X)
+    pooled = shrunk.confusion_[1:].mean(axis=0)
+    assert np.abs(shrunk.confusion_[0] - pooled).sum() < np.abs(free - pooled).sum()
+
+
+def test_exact_needs_one_hidden_unit():
+    with pytest.raises(ValueError, match="hidden_dim=1"):
+        DEEM(solver="exact", hidden_dim=2).fit(np.array([[0, 1], [1, 1]]))
+    with pytest.raises(ValueError, match="prior_strength"):
+        DEEM(solver="exact", prior_strength=-1).fit(np.array([[0, 1], [1, 1]]))
+
+
+def test_confusion_of_gwg_model_is_a_distribution(crowd):
+    X, _ = crowd
+    model = DEEM(epochs=2, cd_k=1, sampler_steps=2, random_state=0, device="cpu").fit(X)
+    np.testing.assert_allclose(model.confusion_.sum(axis=2), 1, atol=1e-5)
+    assert model.skill_.shape == (10,)
