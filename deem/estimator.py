@@ -15,7 +15,7 @@ from .long_format import learn_coding, pivot
 from .rbm import INIT_METHODS, RBM, initialize
 from .solvers import TrainConfig, train_exact, train_pcd
 
-SOLVERS = ("gwg", "exact")
+SOLVERS = ("auto", "exact", "gwg")
 # Rows per predict call into the kernels: bounds the (rows, H, K) probability buffer.
 _PREDICT_CHUNK = 1 << 20
 
@@ -42,8 +42,8 @@ class DEEM(BaseEstimator):
         random_state: Optional[int] = None,
         use_weighted: bool = True,
         init_method: str = "mv_rand",
-        solver: str = "gwg",
-        prior_strength: float = 0.0,
+        solver: str = "auto",
+        prior_strength: float = 2.0,
         sampler_steps: int = 5,
         sampler_oh_mode: bool = False,
         auto_hyperparameters: bool = False,
@@ -106,19 +106,21 @@ class DEEM(BaseEstimator):
 
         host_gen, dev_gen = self._generators(device)
         rbm = RBM(data.n_classifiers, data.n_classes, self.hidden_dim, device=device)
-        initialize(rbm, data, self.init_method, self.use_weighted, host_gen)
+        solver = self.solver if self.solver != "auto" else ("exact" if self.hidden_dim == 1 else "gwg")
         cfg = TrainConfig(
             epochs=int(self.epochs), batch_size=int(self.batch_size), learning_rate=float(self.learning_rate),
             momentum=float(self.momentum), cd_k=int(self.cd_k), sampler_steps=int(self.sampler_steps),
             deterministic=bool(self.deterministic),
         )
-        if self.solver == "exact":
+        if solver == "exact":
             self.history_ = train_exact(rbm, data, float(self.prior_strength))
         else:
+            initialize(rbm, data, self.init_method, self.use_weighted, host_gen)
             progress = _progress_bar("DEEM fit") if verbose else None
             self.history_ = train_pcd(rbm, data, cfg, host_gen, dev_gen, progress)
 
         self.model_ = rbm
+        self.solver_ = solver
         self.device_ = device
         self.n_classes_ = data.n_classes
         self.n_classifiers_ = data.n_classifiers
@@ -264,7 +266,7 @@ class DEEM(BaseEstimator):
         fitted = {
             "n_classes_": self.n_classes_, "n_classifiers_": self.n_classifiers_,
             "history_": list(self.history_), "soft_labels_": self.soft_labels_,
-            "n_dropped_rows_": self.n_dropped_rows_,
+            "n_dropped_rows_": self.n_dropped_rows_, "solver_": self.solver_,
             "class_map_": None if self.class_map_ is None else [int(x) for x in self.class_map_],
             "hidden_dim": self.model_.n_hidden,
         }
@@ -288,7 +290,7 @@ class DEEM(BaseEstimator):
         rbm.load_state_dict({name: t.to(device) for name, t in state.items()})
         self.model_ = rbm
         self.device_ = device
-        for name in ("n_classes_", "n_classifiers_", "history_", "soft_labels_", "n_dropped_rows_"):
+        for name in ("n_classes_", "n_classifiers_", "history_", "soft_labels_", "n_dropped_rows_", "solver_"):
             setattr(self, name, fitted[name])
         self.n_features_in_ = self.n_classifiers_
         self.class_map_ = None if fitted["class_map_"] is None else np.asarray(fitted["class_map_"], dtype=np.int64)

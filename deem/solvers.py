@@ -79,72 +79,109 @@ def train_pcd(
 
 
 # ----------------------------------------------------------------------------- exact
-def normalized_params(W: torch.Tensor, b_v: torch.Tensor, b_h: torch.Tensor):
-    """The one-hidden-unit RBM rewritten so that every classifier's conditional is normalized.
+def soft_vote_posterior(data: LabelData) -> torch.Tensor:
+    """``(N, K)`` share of each class among a row's votes: the soft majority vote."""
+    from .alignment import vote_counts
 
-    ``W'[l, m, i] = log softmax_l (b_v[i, l] + W[l, m, i])`` = log P_i(l | m) and
-    ``b_h' = log softmax(b_h)``, ``b_v' = 0``. Then ``exp(-F(v))`` sums to 1 over
-    the observed entries of every row, so ``F(v) = -log p(v_obs)`` exactly: a
-    missing entry's terms cancel. With complete rows this is the same model.
+    counts = vote_counts(data).double()
+    return counts / counts.sum(dim=1, keepdim=True).clamp(min=1e-12)
+
+
+def expected_counts(data: LabelData, q: torch.Tensor) -> torch.Tensor:
+    """``(K_l, K_m, D)`` counts ``N_i[l, m] = sum_n q_n(m) [v_ni = l]`` for a given posterior ``q``."""
+    k, d = data.n_classes, data.n_classifiers
+    out = torch.zeros(k, k, d, dtype=torch.float64, device=q.device)
+    step = max(1, (1 << 22) // max(d * k, 1))
+    for start in range(0, data.n_rows, step):
+        v = data.values[start:start + step]
+        qs = q[start:start + step]
+        if data.soft:
+            onehot = v.double()  # (n, K_l, D)
+        else:
+            vl = v.long()
+            onehot = torch.nn.functional.one_hot(vl.clamp(min=0), k).double() * (vl >= 0).unsqueeze(-1)
+            onehot = onehot.permute(0, 2, 1)  # (n, K_l, D)
+        out += torch.einsum("nld,nm->lmd", onehot, qs)
+    return out
+
+
+def map_m_step(counts: torch.Tensor, class_mass: torch.Tensor, prior_strength: float):
+    """MAP confusions under P_i(.|m) ~ Dir(s * Pbar(.|m) + 1) with the pooled Pbar, and the class prior.
+
+    ``counts`` is ``(K_l, K_m, D)``. Returns ``(log P (K_l, K_m, D), log pi (K,), Pbar (K_l, K_m, 1))``.
     """
-    theta = W[..., 0] + b_v.t().unsqueeze(1)  # (K_l, K_m, D)
-    logp = torch.log_softmax(theta, dim=0)
-    return logp.unsqueeze(-1), torch.zeros_like(b_v), torch.log_softmax(b_h, dim=1)
+    pooled = counts.sum(dim=2, keepdim=True)  # (K_l, K_m, 1)
+    pooled = pooled / pooled.sum(dim=0, keepdim=True).clamp(min=1e-300)
+    conf = counts + prior_strength * pooled
+    conf = conf / conf.sum(dim=0, keepdim=True).clamp(min=1e-300)
+    pi = class_mass / class_mass.sum()
+    tiny = 1e-300
+    return conf.clamp(min=tiny).log(), pi.clamp(min=tiny).log(), pooled
 
 
-def dirichlet_log_prior(logp: torch.Tensor, pooled_logits: torch.Tensor, strength: float) -> torch.Tensor:
-    """Hierarchical prior on the confusion columns: P_i(.|m) ~ Dir(strength * Pbar(.|m) + 1).
+def train_exact(rbm: RBM, data: LabelData, prior_strength: float, max_iter: int = 3000,
+                tol: float = 1e-9, progress=None) -> List[float]:
+    """Maximize the exact (penalized) likelihood of the one-hidden-unit model by EM, in float64.
 
-    ``Pbar = softmax(pooled_logits)`` is shared by every classifier and learned
-    jointly: classifiers with few labels are pulled towards the population's
-    typical confusion, classifiers with many labels follow their own evidence.
-    """
-    pbar = torch.softmax(pooled_logits, dim=0)  # (K_l, K_m)
-    a = strength * pbar
-    k, d = logp.shape[0], logp.shape[2]
-    norm = torch.lgamma(a.sum(0) + k) - torch.lgamma(a + 1).sum(0)  # (K_m,)
-    return (a.unsqueeze(-1) * logp).sum() + d * norm.sum()
-
-
-def train_exact(rbm: RBM, data: LabelData, prior_strength: float, max_iter: int = 500, progress=None) -> List[float]:
-    """Maximize the exact (penalized) log-likelihood of a one-hidden-unit RBM, full batch, with L-BFGS.
-
-    The objective and its gradient go through the fused ``free_energy`` op and
-    its fused backward; the only other work is on the (K, K, D) parameters.
-    Returns the mean negative log-likelihood per L-BFGS iteration; on return the
-    RBM holds the normalized parameters (``normalized_params``).
+    With normalized conditionals (``normalized_params``) the model is
+    p(v_obs) = sum_m pi_m prod_{i observed} P_i(v_i | m). Each iteration is one
+    pass of the fused ``free_energy_backward`` op, whose statistics with a
+    weight of -1 per row are exactly the expected counts
+    ``N_i[l, m] = sum_n p(m | v_n) [v_ni = l]`` and the class masses; the M-step
+    adds ``prior_strength`` pseudo-counts spread like the pooled confusion of all
+    classifiers (a hierarchical Dirichlet prior: sparse classifiers lean on the
+    crowd, prolific ones on their own evidence). EM starts from the soft
+    majority vote and from the hard one; the fit with the higher penalized
+    likelihood wins. Returns the mean negative log-likelihood every 10 iterations
+    of the winning run; on return the RBM holds the normalized parameters.
     """
     if rbm.n_hidden != 1:
         raise ValueError("solver='exact' needs hidden_dim=1 (the likelihood is exact for one hidden unit)")
+    backward = ops.free_energy_soft_backward if data.soft else ops.free_energy_backward
     free_energy = ops.free_energy_soft if data.soft else ops.free_energy
-    n = data.n_rows
-    k = rbm.n_classes
-    pooled = torch.zeros(k, k, dtype=rbm.W.dtype, device=rbm.W.device)
-    pooled += 2.0 * torch.eye(k, dtype=rbm.W.dtype, device=rbm.W.device)
-    pooled.requires_grad_(prior_strength > 0)
-    params = [rbm.W, rbm.b_v, rbm.b_h] + ([pooled] if prior_strength > 0 else [])
-    opt = torch.optim.LBFGS(params, lr=1.0, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe",
-                            tolerance_grad=1e-7, tolerance_change=1e-10)
-    history: List[float] = []
+    n, k, d = data.n_rows, rbm.n_classes, rbm.n_visible
+    dev = rbm.W.device
+    minus_one = torch.full((n,), -1.0, dtype=torch.float64, device=dev)
+    zero_bv = torch.zeros(d, k, dtype=torch.float64, device=dev)
 
-    def objective():
-        W, b_v, b_h = normalized_params(rbm.W, rbm.b_v, rbm.b_h)
-        nll = free_energy(data.values, W, b_v, b_h).sum()
-        if prior_strength > 0:
-            nll = nll - dirichlet_log_prior(W[..., 0], pooled, prior_strength)
-        return nll / n
+    def stats(logp, logpi):
+        out = backward(minus_one, data.values if not data.soft else data.values.double(),
+                       logp.unsqueeze(-1).contiguous(), zero_bv, logpi.unsqueeze(0).contiguous())
+        dW, db_h = out[-3], out[-1]
+        return dW[..., 0], db_h[0]
 
-    def closure():
-        opt.zero_grad()
-        loss = objective()
-        loss.backward()
-        history.append(float(loss.detach()))
-        return loss
+    def objective(logp, logpi):
+        nll = free_energy(data.values if not data.soft else data.values.double(),
+                          logp.unsqueeze(-1).contiguous(), zero_bv, logpi.unsqueeze(0).contiguous()).sum()
+        return float(nll) / n
 
-    opt.step(closure)
+    def run(q0):
+        logp, logpi, pooled = map_m_step(expected_counts(data, q0), q0.sum(dim=0), prior_strength)
+        history = []
+        for it in range(max_iter):
+            counts, mass = stats(logp, logpi)
+            new_logp, new_logpi, pooled = map_m_step(counts, mass, prior_strength)
+            change = max(float((new_logp.exp() - logp.exp()).abs().max()), float((new_logpi.exp() - logpi.exp()).abs().max()))
+            logp, logpi = new_logp, new_logpi
+            if it % 10 == 0:
+                history.append(objective(logp, logpi))
+            if change < tol:
+                break
+        history.append(objective(logp, logpi))
+        # log-likelihood plus the prior's pseudo-count term: what EM climbs
+        score = -history[-1] * n + prior_strength * float((pooled * logp).sum())
+        return score, logp, logpi, history
+
+    soft = soft_vote_posterior(data).to(dev)
+    hard = torch.nn.functional.one_hot(soft.argmax(dim=1), k).double()
+    best = None
+    for q0 in (soft, hard):
+        fit = run(q0)
+        if best is None or fit[0] > best[0]:
+            best = fit
+    _, logp, logpi, history = best
     with torch.no_grad():
-        W, b_v, b_h = normalized_params(rbm.W, rbm.b_v, rbm.b_h)
-        rbm.W.copy_(W)
-        rbm.b_v.copy_(b_v)
-        rbm.b_h.copy_(b_h)
+        rbm.W.copy_(logp.unsqueeze(-1).to(rbm.W.dtype))
+        rbm.b_v.zero_()
+        rbm.b_h.copy_(logpi.unsqueeze(0).to(rbm.b_h.dtype))
     return history

@@ -12,7 +12,7 @@ from deem.datasets import dawid_skene
 
 
 def small(**kw):
-    base = dict(epochs=3, batch_size=64, cd_k=2, sampler_steps=2, random_state=0, device="cpu")
+    base = dict(solver="gwg", epochs=3, batch_size=64, cd_k=2, sampler_steps=2, random_state=0, device="cpu")
     base.update(kw)
     return DEEM(**base)
 
@@ -26,12 +26,20 @@ def mv_accuracy(X, y):
     return float(np.mean(majority_vote(check_labels(X)).numpy() == y))
 
 
-def test_beats_majority_vote_on_dawid_skene_with_missing(device, crowd):
+@pytest.mark.parametrize("solver", ["gwg", "exact"])
+def test_beats_majority_vote_on_dawid_skene_with_missing(device, crowd, solver):
     X, y = crowd
-    model = DEEM(n_classes=3, epochs=20, random_state=0, device=device).fit(X)
+    model = DEEM(n_classes=3, solver=solver, epochs=20, random_state=0, device=device).fit(X)
+    assert model.solver_ == solver
     acc = float(np.mean(model.predict(X) == y))
     assert acc >= mv_accuracy(X, y)
     assert acc == pytest.approx(model.score(X, y))
+
+
+def test_auto_solver():
+    X, _ = dawid_skene(n_samples=200, n_classifiers=5, n_classes=3, random_state=0)
+    assert DEEM(random_state=0).fit(X).solver_ == "exact"
+    assert DEEM(hidden_dim=2, epochs=1, cd_k=1, sampler_steps=1, random_state=0).fit(X).solver_ == "gwg"
 
 
 def test_fitted_attributes(crowd):

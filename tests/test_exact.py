@@ -65,7 +65,7 @@ def test_prior_pulls_sparse_workers_to_the_pool(crowd):
     X, y = crowd
     X = X.copy()
     X[50:, 0] = -1  # worker 0 labels only 50 items
-    free = DEEM(solver="exact", random_state=0).fit(X).confusion_[0]
+    free = DEEM(solver="exact", prior_strength=0.0, random_state=0).fit(X).confusion_[0]
     shrunk = DEEM(solver="exact", prior_strength=20.0, random_state=0).fit(X)
     pooled = shrunk.confusion_[1:].mean(axis=0)
     assert np.abs(shrunk.confusion_[0] - pooled).sum() < np.abs(free - pooled).sum()
@@ -80,6 +80,6 @@ def test_exact_needs_one_hidden_unit():
 
 def test_confusion_of_gwg_model_is_a_distribution(crowd):
     X, _ = crowd
-    model = DEEM(epochs=2, cd_k=1, sampler_steps=2, random_state=0, device="cpu").fit(X)
+    model = DEEM(solver="gwg", epochs=2, cd_k=1, sampler_steps=2, random_state=0, device="cpu").fit(X)
     np.testing.assert_allclose(model.confusion_.sum(axis=2), 1, atol=1e-5)
     assert model.skill_.shape == (10,)

@@ -14,7 +14,7 @@ X, _ = dawid_skene(n_samples=400, n_classifiers=8, n_classes=4, random_state=2)
 
 @pytest.fixture(scope="module")
 def fitted():
-    return DEEM(epochs=2, cd_k=2, sampler_steps=2, random_state=0, device="cpu").fit(X)
+    return DEEM(solver="gwg", epochs=2, cd_k=2, sampler_steps=2, random_state=0, device="cpu").fit(X)
 
 
 def test_round_trip_gives_identical_predictions(fitted, tmp_path):
@@ -29,7 +29,7 @@ def test_round_trip_gives_identical_predictions(fitted, tmp_path):
 
 
 def test_reset_mapping_survives_round_trip(fitted, tmp_path):
-    model = DEEM(epochs=1, cd_k=1, sampler_steps=1, random_state=1, device="cpu").fit(X)
+    model = DEEM(solver="gwg", epochs=1, cd_k=1, sampler_steps=1, random_state=1, device="cpu").fit(X)
     model.reset_class_mapping()
     model.save(tmp_path / "m.pt")
     assert DEEM().load(tmp_path / "m.pt").class_map_ is None
