@@ -43,7 +43,9 @@ def train_pcd(
     seed = int(torch.randint(0, 2**62, (1,), generator=host_generator))
     masks = rbm.gauge_masks()
     params = [rbm.W, rbm.b_v, rbm.b_h]
-    opt = torch.optim.SGD(params, lr=cfg.learning_rate, momentum=cfg.momentum)
+    # SGD with momentum (PyTorch's update rule, no dampening), written out: three
+    # small tensors do not need torch.optim, whose first use costs seconds of imports.
+    velocity = [torch.zeros_like(p) for p in params]
     cd_grad = ops.cd_grad_soft if data.soft else ops.cd_grad
     n_steps = cfg.cd_k * cfg.sampler_steps
     sampler = None
@@ -68,9 +70,10 @@ def train_pcd(
             grad_offset += 1
             if masks is not None:
                 dW, db_v, db_h = dW * masks[0], db_v * masks[1], db_h * masks[2]
-            for p, g in zip(params, (dW, db_v, db_h)):
-                p.grad = g
-            opt.step()
+            with torch.no_grad():
+                for p, v, g in zip(params, velocity, (dW, db_v, db_h)):
+                    v.mul_(cfg.momentum).add_(g)
+                    p.sub_(v, alpha=cfg.learning_rate)
             epoch_loss += loss.double() * batch.n_rows
         history.append(float(epoch_loss) / n)
         if progress is not None and hasattr(epochs, "set_postfix"):
