@@ -1,8 +1,8 @@
 """Builds deem._C, the compiled op library.
 
 DEEM_CUDA=0 forces a CPU-only build; DEEM_CUDA=1 requires the CUDA sources to
-build (and fails loudly otherwise); unset, CUDA is built when both a CUDA
-toolkit and a CUDA build of torch are present. TORCH_CUDA_ARCH_LIST picks the
+build (and fails loudly otherwise), GPU or not; unset, CUDA is built when a CUDA
+toolkit, a CUDA build of torch and a GPU are all present. TORCH_CUDA_ARCH_LIST picks the
 GPU targets (default: Hopper, 9.0).
 """
 import glob
@@ -21,6 +21,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def want_cuda():
     flag = os.environ.get("DEEM_CUDA", "").strip()
     available = torch.version.cuda is not None and CUDA_HOME is not None
+    if flag not in ("", "0", "1"):
+        raise RuntimeError(f"DEEM_CUDA must be 0, 1 or unset; got {flag!r}")
     if flag == "0":
         return False
     if flag == "1":
@@ -30,7 +32,7 @@ def want_cuda():
                 f"torch.version.cuda={torch.version.cuda!r}, CUDA_HOME={CUDA_HOME!r}"
             )
         return True
-    return available
+    return available and torch.cuda.is_available()
 
 
 def extension():

@@ -21,11 +21,13 @@ def _demo(args) -> int:
         print(f"  {name:<14} accuracy {np.mean(col == y):.4f}")
     mv = majority_vote(check_labels(preds)).numpy()
     start = time.perf_counter()
-    model = DEEM(n_classes=10, epochs=args.epochs, random_state=args.seed, device=args.device, verbose=args.verbose)
+    model = DEEM(n_classes=10, solver=args.solver, epochs=args.epochs, random_state=args.seed, device=args.device,
+                 verbose=args.verbose)
     consensus = model.fit(preds).predict(preds)
     elapsed = time.perf_counter() - start
     print(f"\nMajority vote accuracy: {np.mean(mv == y):.4f}")
-    print(f"DEEM accuracy:          {np.mean(consensus == y):.4f}   (fit + predict {elapsed:.2f} s on {model.device_})")
+    print(f"DEEM accuracy:          {np.mean(consensus == y):.4f}   "
+          f"(solver {model.solver_}, fit + predict {elapsed:.2f} s on {model.device_})")
     return 0
 
 
@@ -35,7 +37,8 @@ def _aggregate(args) -> int:
     from .estimator import DEEM
 
     answers = pd.read_csv(args.answers)
-    model = DEEM(epochs=args.epochs, random_state=args.seed, device=args.device, verbose=args.verbose)
+    model = DEEM(solver=args.solver, epochs=args.epochs, random_state=args.seed, device=args.device,
+                 verbose=args.verbose)
     consensus = model.fit_long(answers, task=args.task, worker=args.worker, label=args.label).predict_long(
         answers, task=args.task, worker=args.worker, label=args.label)
     if args.output:
@@ -64,7 +67,8 @@ def main(argv=None) -> int:
     agg.add_argument("--worker", default="worker")
     agg.add_argument("--label", default="label")
     for p in (demo, agg):
-        p.add_argument("--epochs", type=int, default=50)
+        p.add_argument("--solver", default="auto", choices=["auto", "exact", "gwg"])
+        p.add_argument("--epochs", type=int, default=50, help="training epochs of the gwg solver")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda'")
         p.add_argument("--verbose", action="store_true", help="show a progress bar")
