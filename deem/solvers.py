@@ -34,8 +34,9 @@ def train_pcd(
     """Persistent CD: returns the loss (mean free energy of data minus chains) per epoch.
 
     Each update: restart ~5% of the chains from the batch, advance all chains by
-    ``cd_k * sampler_steps`` GWG steps in one kernel call, take the fused CD
-    gradient, pin the gauge, and take an SGD step. Everything stays on the
+    ``sampler_steps`` GWG steps in one kernel call, take the fused CD gradient
+    (with ``deterministic=False``, averaged over ``cd_k`` draws of the hidden
+    units), pin the gauge, and take an SGD step. Everything stays on the
     data's device; the only host sync is the loss once per epoch.
     """
     n = data.n_rows
@@ -47,7 +48,8 @@ def train_pcd(
     # small tensors do not need torch.optim, whose first use costs seconds of imports.
     velocity = [torch.zeros_like(p) for p in params]
     cd_grad = ops.cd_grad_soft if data.soft else ops.cd_grad
-    n_steps = cfg.cd_k * cfg.sampler_steps
+    n_steps = cfg.sampler_steps
+    hidden_draws = 1 if cfg.deterministic else cfg.cd_k
     sampler = None
     grad_offset = 0
     history: List[float] = []
@@ -67,7 +69,13 @@ def train_pcd(
                     batch.values, chains, rbm.W, rbm.b_v, rbm.b_h,
                     sample_hidden=not cfg.deterministic, seed=seed ^ 0x5DEECE66D, offset=grad_offset,
                 )
-            grad_offset += 1
+                for draw in range(1, hidden_draws):
+                    more = cd_grad(batch.values, chains, rbm.W, rbm.b_v, rbm.b_h, sample_hidden=True,
+                                   seed=seed ^ 0x5DEECE66D, offset=grad_offset + draw)
+                    dW, db_v, db_h = dW + more[0], db_v + more[1], db_h + more[2]
+                if hidden_draws > 1:
+                    dW, db_v, db_h = dW / hidden_draws, db_v / hidden_draws, db_h / hidden_draws
+            grad_offset += hidden_draws
             if masks is not None:
                 dW, db_v, db_h = dW * masks[0], db_v * masks[1], db_h * masks[2]
             with torch.no_grad():
