@@ -36,7 +36,7 @@ class DEEM(BaseEstimator):
         deterministic: bool = True,
         learning_rate: float = 0.001,
         momentum: float = 0.9,
-        epochs: int = 50,
+        epochs: int = 100,
         batch_size: int = 128,
         device: str = "auto",
         random_state: Optional[int] = None,
