@@ -1,6 +1,7 @@
 """The scikit-learn-style ``DEEM`` estimator: glue between validation, the RBM, solvers and alignment."""
 from __future__ import annotations
 
+import sys
 from typing import Optional
 
 import numpy as np
@@ -106,7 +107,13 @@ class DEEM(BaseEstimator):
 
         host_gen, dev_gen = self._generators(device)
         rbm = RBM(data.n_classifiers, data.n_classes, self.hidden_dim, device=device)
-        solver = self.solver if self.solver != "auto" else ("exact" if self.hidden_dim == 1 else "gwg")
+        solver = self.solver
+        if solver == "auto":
+            solver = "exact" if self.hidden_dim == 1 and not data.soft else "gwg"
+        if solver == "exact" and data.soft:
+            # The linear-in-v (expected log-likelihood) objective is not a likelihood of soft
+            # observations, and EM on it can collapse onto one class: refuse rather than mislead.
+            raise ValueError("solver='exact' takes hard labels; for soft labels use solver='gwg' (or 'auto')")
         cfg = TrainConfig(
             epochs=int(self.epochs), batch_size=int(self.batch_size), learning_rate=float(self.learning_rate),
             momentum=float(self.momentum), cd_k=int(self.cd_k), sampler_steps=int(self.sampler_steps),
@@ -114,6 +121,9 @@ class DEEM(BaseEstimator):
         )
         if solver == "exact":
             self.history_ = train_exact(rbm, data, float(self.prior_strength))
+            if verbose:
+                print(f"DEEM fit (exact EM, prior_strength={self.prior_strength}): "
+                      f"mean negative log-likelihood {self.history_[-1]:.4f}", file=sys.stderr)
         else:
             initialize(rbm, data, self.init_method, self.use_weighted, host_gen)
             progress = _progress_bar("DEEM fit") if verbose else None

@@ -83,3 +83,21 @@ def test_confusion_of_gwg_model_is_a_distribution(crowd):
     model = DEEM(solver="gwg", epochs=2, cd_k=1, sampler_steps=2, random_state=0, device="cpu").fit(X)
     np.testing.assert_allclose(model.confusion_.sum(axis=2), 1, atol=1e-5)
     assert model.skill_.shape == (10,)
+
+
+def test_soft_labels_go_to_the_sampler(crowd, capsys):
+    X, y = crowd
+    rng = np.random.default_rng(0)
+    hard = np.where(X < 0, rng.integers(0, 3, X.shape), X)
+    soft = (np.eye(3)[hard] * 0.7 + 0.1).transpose(0, 2, 1)  # (N, K, D)
+    with pytest.raises(ValueError, match="soft labels use solver='gwg'"):
+        DEEM(solver="exact").fit(soft)
+    model = DEEM(epochs=2, random_state=0, verbose=True).fit(soft)
+    assert model.solver_ == "gwg" and model.soft_labels_ and "DEEM fit" in capsys.readouterr().err
+    assert np.mean(model.predict(soft) == y) > 0.8
+
+
+def test_exact_verbose(crowd, capsys):
+    X, _ = crowd
+    DEEM(random_state=0, verbose=True).fit(X)
+    assert "exact EM" in capsys.readouterr().err
