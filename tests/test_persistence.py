@@ -82,3 +82,15 @@ def test_long_format_coding_survives_round_trip(tmp_path):
     model.save(tmp_path / "long.pt")
     loaded = DEEM().load(tmp_path / "long.pt")
     pd.testing.assert_series_equal(loaded.predict_long(df), model.predict_long(df))
+
+
+def test_save_on_one_device_load_on_another(device, tmp_path):
+    model = DEEM(random_state=0, device=device).fit(X)
+    model.save(tmp_path / "m.pt")
+    on_cpu = DEEM(device="cpu").load(tmp_path / "m.pt")
+    assert on_cpu.device_.type == "cpu"
+    np.testing.assert_allclose(on_cpu.predict_proba(X), model.predict_proba(X), atol=1e-5)
+    on_cpu.save(tmp_path / "back.pt")
+    back = DEEM(device=device).load(tmp_path / "back.pt")
+    assert back.device_.type == device
+    np.testing.assert_array_equal(back.predict(X), model.predict(X))

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Everything that needs a GPU, in one go (for a machine with an NVIDIA GPU, torch
+# with CUDA and nvcc; run from the repository root): build with the CUDA kernels,
+# run the whole test suite (the cuda-parametrized tests then run instead of
+# skipping), the op tests under compute-sanitizer memcheck, and the CUDA benchmark.
+# Results go to ${OUT:-./gpu-check}.
+set -euo pipefail
+OUT="${OUT:-./gpu-check}"
+mkdir -p "$OUT"
+python -c "import torch; assert torch.cuda.is_available(), 'no GPU'; print(torch.cuda.get_device_name())"
+DEEM_CUDA=1 MAX_JOBS="${MAX_JOBS:-16}" python -m pip install --no-build-isolation --no-deps -e . 2>&1 | tail -n 3
+python -m pytest -q -rs 2>&1 | tee "$OUT/pytest.log" | tail -n 15
+compute-sanitizer --tool memcheck --error-exitcode 1 python -m pytest -q -x tests/test_ops.py -k cuda \
+  2>&1 | tee "$OUT/memcheck.log" | tail -n 5
+python benchmarks/throughput.py --device cuda --skip-reference --json "$OUT/throughput-cuda.json" 2>&1 | tee "$OUT/throughput.log"
