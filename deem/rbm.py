@@ -120,7 +120,3 @@ def initialize(rbm: RBM, data: LabelData, method: str, use_weighted: bool, gener
         W *= weight.view(1, 1, d, 1)
     rbm.W.copy_(W)
 
-
-def prior_class(rbm: RBM) -> int:
-    """The class predicted with no evidence (every label missing): argmax of the hidden bias."""
-    return int(rbm.b_h[0].argmax())

@@ -1,7 +1,6 @@
 """solver='exact': the exact likelihood of the one-hidden-unit model, and per-classifier reliability."""
 import numpy as np
 import pytest
-import torch
 from scipy.special import logsumexp
 from scipy.stats import spearmanr
 
