@@ -54,25 +54,29 @@ def agreement_with(data: LabelData, reference: torch.Tensor) -> torch.Tensor:
     return torch.where(given > 0, agree / given.clamp(min=1), torch.zeros_like(agree)).to(torch.float32)
 
 
-def confusion_counts(data: LabelData, reference: torch.Tensor) -> torch.Tensor:
-    """``(D, K, K)`` counts ``C[i, l, m]``: classifier i said l where ``reference`` is m."""
+def confusion_counts(data: LabelData, posterior: torch.Tensor) -> torch.Tensor:
+    """``(D, K, K)`` weighted counts ``C[i, l, m] = sum_n posterior[n, m] * [classifier i said l on row n]``.
+
+    ``posterior`` is ``(N, K)``: one-hot rows for a hard reference (a zero row
+    ignores that row), class probabilities for a soft one. Soft labels count by
+    their probabilities. No one-hot tensor of the labels is built.
+    """
     k, d = data.n_classes, data.n_classifiers
-    ref = reference.to(data.values.device).long()
-    out = torch.zeros(d, k, k, dtype=torch.float64, device=ref.device)
-    cols = torch.arange(d, device=ref.device)
-    for start in range(0, data.n_rows, _CHUNK):
-        r = ref[start:start + _CHUNK]
-        keep = r >= 0
-        r = r[keep]
+    q = posterior.to(data.values.device, torch.float64)
+    out = torch.zeros(d * k, k, dtype=torch.float64, device=q.device)
+    cols = torch.arange(d, device=q.device)
+    step = max(1, (1 << 22) // max(d * k, 1))  # bounds the (rows, D, K) expansion below
+    for start in range(0, data.n_rows, step):
+        qs = q[start:start + step]
         if data.soft:
-            v = data.values[start:start + _CHUNK][keep].double()  # (n, K, D)
-            out += torch.einsum("nld,nm->dlm", v, torch.nn.functional.one_hot(r, k).double())
+            v = data.values[start:start + step].double()  # (n, K, D)
+            out += torch.einsum("nld,nm->dlm", v, qs).reshape(d * k, k)
             continue
-        block = data.values[start:start + _CHUNK][keep].long()  # (n, D)
+        block = data.values[start:start + step].long()  # (n, D)
         present = block >= 0
-        idx = (cols.unsqueeze(0) * k + block.clamp(min=0)) * k + r.unsqueeze(1)
-        out.view(-1).index_add_(0, idx[present], torch.ones(int(present.sum()), dtype=torch.float64, device=ref.device))
-    return out
+        rows = cols.unsqueeze(0) * k + block.clamp(min=0)
+        out.index_add_(0, rows[present], qs.unsqueeze(1).expand(-1, d, -1)[present])
+    return out.view(d, k, k)
 
 
 def hungarian_map(predicted: np.ndarray, reference: np.ndarray, n_classes: int) -> np.ndarray:

@@ -108,7 +108,8 @@ def initialize(rbm: RBM, data: LabelData, method: str, use_weighted: bool, gener
         if method == "mv_rand":
             W[..., 0] += noise(MV_RAND_NOISE, k, k, d)
     elif method == "mv_lo":
-        counts = confusion_counts(data, mv).to(dev)  # (D, K_l, K_m)
+        reference = torch.nn.functional.one_hot(mv.clamp(min=0), k) * (mv >= 0).unsqueeze(1)
+        counts = confusion_counts(data, reference).to(dev)  # (D, K_l, K_m)
         conf = (counts + LO_SMOOTHING) / (counts.sum(dim=1, keepdim=True) + k * LO_SMOOTHING)
         W[..., 0] = conf.log().permute(1, 2, 0).to(dt)
         prior = torch.bincount(mv[mv >= 0], minlength=k).double() + LO_SMOOTHING

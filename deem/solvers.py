@@ -8,6 +8,7 @@ import torch
 
 from . import ops
 from ._validation import LabelData
+from .alignment import confusion_counts, vote_counts
 from .rbm import RBM
 from .samplers import PersistentGWG
 
@@ -92,28 +93,9 @@ def train_pcd(
 # ----------------------------------------------------------------------------- exact
 def soft_vote_posterior(data: LabelData) -> torch.Tensor:
     """``(N, K)`` share of each class among a row's votes: the soft majority vote."""
-    from .alignment import vote_counts
 
     counts = vote_counts(data).double()
     return counts / counts.sum(dim=1, keepdim=True).clamp(min=1e-12)
-
-
-def expected_counts(data: LabelData, q: torch.Tensor) -> torch.Tensor:
-    """``(K_l, K_m, D)`` counts ``N_i[l, m] = sum_n q_n(m) [v_ni = l]`` for a given posterior ``q``."""
-    k, d = data.n_classes, data.n_classifiers
-    out = torch.zeros(k, k, d, dtype=torch.float64, device=q.device)
-    step = max(1, (1 << 22) // max(d * k, 1))
-    for start in range(0, data.n_rows, step):
-        v = data.values[start:start + step]
-        qs = q[start:start + step]
-        if data.soft:
-            onehot = v.double()  # (n, K_l, D)
-        else:
-            vl = v.long()
-            onehot = torch.nn.functional.one_hot(vl.clamp(min=0), k).double() * (vl >= 0).unsqueeze(-1)
-            onehot = onehot.permute(0, 2, 1)  # (n, K_l, D)
-        out += torch.einsum("nld,nm->lmd", onehot, qs)
-    return out
 
 
 def map_m_step(counts: torch.Tensor, class_mass: torch.Tensor, prior_strength: float):
@@ -167,17 +149,20 @@ def train_exact(rbm: RBM, data: LabelData, prior_strength: float, max_iter: int 
         return float(nll) / n
 
     def run(q0):
-        logp, logpi, pooled = map_m_step(expected_counts(data, q0), q0.sum(dim=0), prior_strength)
+        counts = confusion_counts(data, q0).permute(1, 2, 0)  # (K_l, K_m, D)
+        logp, logpi, pooled = map_m_step(counts, q0.sum(dim=0), prior_strength)
         history = []
         for it in range(max_iter):
             counts, mass = stats(logp, logpi)
             new_logp, new_logpi, pooled = map_m_step(counts, mass, prior_strength)
-            change = max(float((new_logp.exp() - logp.exp()).abs().max()), float((new_logpi.exp() - logpi.exp()).abs().max()))
+            change = torch.maximum((new_logp.exp() - logp.exp()).abs().max(), (new_logpi.exp() - logpi.exp()).abs().max())
             logp, logpi = new_logp, new_logpi
+            # Read the objective and the convergence test back to the host every 10
+            # iterations only: on a GPU each read is a sync.
             if it % 10 == 0:
                 history.append(objective(logp, logpi))
-            if change < tol:
-                break
+                if float(change) < tol:
+                    break
         history.append(objective(logp, logpi))
         # log-likelihood plus the prior's pseudo-count term: what EM climbs
         score = -history[-1] * n + prior_strength * float((pooled * logp).sum())
