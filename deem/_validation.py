@@ -150,20 +150,22 @@ def _check_soft(t: torch.Tensor, n_classes: Optional[int], name: str) -> LabelDa
     if bool((t < 0).any()):
         raise ValueError(f"{name} (soft labels) contains negative probabilities")
     sums = t.sum(dim=1)
-    worst = float((sums - 1).abs().max())
+    missing = sums == 0  # an all-zero column: this classifier gave no label on this row
+    worst = float(torch.where(missing, torch.zeros_like(sums), (sums - 1).abs()).max())
     if worst > SOFT_SUM_TOLERANCE:
         raise ValueError(
-            f"{name} (soft labels) must sum to 1 over axis 1 (classes) for every sample and classifier; "
-            f"the worst sum is off by {worst:.3g}. Check the axis order: (n_samples, n_classes, n_classifiers)"
+            f"{name} (soft labels) must sum to 1 over axis 1 (classes) for every sample and classifier "
+            f"(or be all zero where a classifier gave no label); the worst sum is off by {worst:.3g}. "
+            "Check the axis order: (n_samples, n_classes, n_classifiers)"
         )
-    values = (t / sums.unsqueeze(1)).to(torch.float32).contiguous()
+    values = (t / torch.where(missing, torch.ones_like(sums), sums).unsqueeze(1)).to(torch.float32).contiguous()
     return LabelData(values, soft=True, n_classes=int(t.shape[1]))
 
 
 def present_rows(data: LabelData) -> torch.Tensor:
-    """Boolean mask of the rows with at least one label (soft rows always have one)."""
+    """Boolean mask of the rows with at least one label (soft: at least one non-zero column)."""
     if data.soft:
-        return torch.ones(data.n_rows, dtype=torch.bool, device=data.values.device)
+        return (data.values.sum(dim=1) > 0).any(dim=1)
     return (data.values >= 0).any(dim=1)
 
 

@@ -41,8 +41,11 @@ def agreement_with(data: LabelData, reference: torch.Tensor) -> torch.Tensor:
     valid = ref >= 0
     if data.soft:
         # Expected agreement: the probability each classifier put on the reference class.
-        picked = data.values[valid].gather(1, ref[valid].view(-1, 1, 1).expand(-1, 1, data.n_classifiers))
-        return picked.squeeze(1).mean(dim=0) if picked.shape[0] else torch.zeros(data.n_classifiers)
+        # Missing (all-zero) columns weigh nothing: divide by the mass each classifier gave.
+        values = data.values[valid]
+        picked = values.gather(1, ref[valid].view(-1, 1, 1).expand(-1, 1, data.n_classifiers)).squeeze(1)
+        given = values.sum(dim=1).sum(dim=0)
+        return torch.where(given > 0, picked.sum(dim=0) / given.clamp(min=1e-12), torch.zeros_like(given))
     agree = torch.zeros(data.n_classifiers, dtype=torch.float64, device=ref.device)
     given = torch.zeros_like(agree)
     for start in range(0, data.n_rows, _CHUNK):

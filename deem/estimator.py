@@ -13,10 +13,18 @@ from . import persistence
 from ._validation import LabelData, check_labels, check_true_labels, present_rows
 from .alignment import hungarian_map, majority_vote
 from .long_format import learn_coding, pivot
+from .preprocessing import ACTIVATIONS, PREPROCESSING_INITS, Preprocessor, initialize_preprocessor, layer_widths
 from .rbm import INIT_METHODS, RBM, initialize
-from .solvers import TrainConfig, train_exact, train_pcd
+from .solvers import SCHEDULERS, TrainConfig, train_exact, train_pcd
 
 SOLVERS = ("auto", "exact", "gwg")
+# What auto_hyperparameters may predict (when left at their defaults).
+PREDICTABLE = (
+    "solver", "epochs", "batch_size", "learning_rate", "momentum", "init_method", "scheduler",
+    "use_preprocessing", "preprocessing_layers", "preprocessing_activation", "prior_strength",
+)
+# Rows of the transformed data the RBM's initialization reads when preprocessing.
+_INIT_ROWS = 1 << 16
 # Rows per predict call into the kernels: bounds the (rows, H, K) probability buffer.
 _PREDICT_CHUNK = 1 << 20
 
@@ -47,10 +55,11 @@ class DEEM(BaseEstimator):
         prior_strength: float = 2.0,
         sampler_steps: int = 5,
         sampler_oh_mode: bool = False,
+        scheduler: str = "constant",
         auto_hyperparameters: bool = False,
         model_dir=None,
         use_preprocessing: bool = False,
-        preprocessing_layers: int = 0,
+        preprocessing_layers: int = 1,
         preprocessing_layer_widths=None,
         preprocessing_activation: str = "sparsemax",
         preprocessing_init: str = "identity",
@@ -75,6 +84,7 @@ class DEEM(BaseEstimator):
         self.prior_strength = prior_strength
         self.sampler_steps = sampler_steps
         self.sampler_oh_mode = sampler_oh_mode
+        self.scheduler = scheduler
         self.auto_hyperparameters = auto_hyperparameters
         self.model_dir = model_dir
         self.use_preprocessing = use_preprocessing
@@ -94,6 +104,9 @@ class DEEM(BaseEstimator):
         ``labels`` is accepted for scikit-learn compatibility and ignored: the
         model is unsupervised. Rows with every entry missing carry no
         information and are dropped (``n_dropped_rows_`` says how many).
+        With ``auto_hyperparameters`` the hyperparameters left at their
+        defaults are predicted from the data (``hyperparameters_`` holds what
+        was used).
         """
         self._check_hyperparameters()
         verbose = self.verbose if verbose is None else bool(verbose)
@@ -104,33 +117,57 @@ class DEEM(BaseEstimator):
         if self.n_dropped_rows_:
             data = data.select(keep)
         data = data.to(device)
+        hp = self._effective_hyperparameters(data, verbose)
+        self.hyperparameters_ = hp
 
         host_gen, dev_gen = self._generators(device)
-        rbm = RBM(data.n_classifiers, data.n_classes, self.hidden_dim, device=device)
-        solver = self.solver
+        solver = hp["solver"]
+        init_method = hp["init_method"]
         if solver == "auto":
-            solver = "exact" if self.hidden_dim == 1 and not data.soft else "gwg"
+            solver = "exact" if self.hidden_dim == 1 and not data.soft and not hp["use_preprocessing"] else "gwg"
+            if hp["use_preprocessing"] and not data.soft:
+                # Layers train by gradient, jointly with the RBM; start the RBM at the exact
+                # Dawid-Skene fit of the (identity-initialized) virtual classifiers, not at scratch.
+                init_method = "ds"
         if solver == "exact" and data.soft:
             # The linear-in-v (expected log-likelihood) objective is not a likelihood of soft
             # observations, and EM on it can collapse onto one class: refuse rather than mislead.
             raise ValueError("solver='exact' takes hard labels; for soft labels use solver='gwg' (or 'auto')")
-        cfg = TrainConfig(
-            epochs=int(self.epochs), batch_size=int(self.batch_size), learning_rate=float(self.learning_rate),
-            momentum=float(self.momentum), cd_k=int(self.cd_k), sampler_steps=int(self.sampler_steps),
-            deterministic=bool(self.deterministic),
-        )
+        if solver == "exact" and hp["use_preprocessing"]:
+            raise ValueError("preprocessing layers are trained by gradient: use solver='gwg' (or 'auto') with them")
+
+        preprocessor = None
+        visible = data
+        if hp["use_preprocessing"]:
+            widths = layer_widths(data.n_classifiers, hp["preprocessing_layers"], self.preprocessing_layer_widths)
+            preprocessor = Preprocessor(
+                data.n_classifiers, widths, data.n_classes, hp["preprocessing_activation"],
+                use_softmax=self.preprocessing_use_softmax, one_hot=self.preprocessing_one_hot,
+                jitter=float(self.preprocessing_jitter), device=device,
+            )
+            initialize_preprocessor(preprocessor, data, self.preprocessing_init, host_gen)
+            visible = self._transform_sample(preprocessor, data, host_gen)
+        rbm = RBM(visible.n_classifiers, data.n_classes, self.hidden_dim, device=device)
         if solver == "exact":
-            self.history_ = train_exact(rbm, data, float(self.prior_strength))
+            self.history_ = train_exact(rbm, data, float(hp["prior_strength"]))
             if verbose:
-                print(f"DEEM fit (exact EM, prior_strength={self.prior_strength}): "
+                print(f"DEEM fit (exact EM, prior_strength={hp['prior_strength']}): "
                       f"mean negative log-likelihood {self.history_[-1]:.4f}", file=sys.stderr)
         else:
-            initialize(rbm, data, self.init_method, self.use_weighted, host_gen)
+            cfg = TrainConfig(
+                epochs=int(hp["epochs"]), batch_size=int(hp["batch_size"]),
+                learning_rate=float(hp["learning_rate"]), momentum=float(hp["momentum"]),
+                cd_k=int(self.cd_k), sampler_steps=int(self.sampler_steps),
+                deterministic=bool(self.deterministic), scheduler=hp["scheduler"],
+            )
+            initialize(rbm, visible, init_method, self.use_weighted, host_gen)
             progress = _progress_bar("DEEM fit") if verbose else None
-            self.history_ = train_pcd(rbm, data, cfg, host_gen, dev_gen, progress)
+            self.history_ = train_pcd(rbm, data, cfg, host_gen, dev_gen, progress, preprocessor)
 
         self.model_ = rbm
+        self.preprocessor_ = preprocessor
         self.solver_ = solver
+        self.init_method_ = None if solver == "exact" else init_method
         self.device_ = device
         self.n_classes_ = data.n_classes
         self.n_classifiers_ = data.n_classifiers
@@ -142,6 +179,60 @@ class DEEM(BaseEstimator):
         self.class_map_ = self._alignment_against(data)
         return self
 
+    def _effective_hyperparameters(self, data: LabelData, verbose: bool) -> dict:
+        """The values ``fit`` uses: the constructor's, with predictions filled in under ``auto_hyperparameters``.
+
+        A hyperparameter counts as set by the user when its value differs from
+        the constructor default; only the others are predicted (the estimator's
+        own parameters are never modified, as scikit-learn requires).
+        """
+        hp = {name: getattr(self, name) for name in PREDICTABLE}
+        self.meta_features_ = None
+        self.predicted_hyperparameters_ = None
+        names = self._auto_names()
+        if not names:
+            return hp
+        from .autotune import load_predictor
+        from .meta_features import meta_features
+
+        features = meta_features(data)
+        predicted = load_predictor(self.model_dir).predict(features)
+        defaults = _constructor_defaults()
+        chosen = {}
+        for name in names:
+            if name in predicted and _same(getattr(self, name), defaults[name]):
+                hp[name] = predicted[name]
+                chosen[name] = predicted[name]
+        if data.soft and hp["solver"] == "exact":
+            hp["solver"] = "auto"  # exact EM takes hard labels only
+        if self.hidden_dim != 1 and hp["solver"] == "exact":
+            hp["solver"] = "gwg"
+        self.meta_features_ = features
+        self.predicted_hyperparameters_ = predicted
+        if verbose:
+            lines = [f"  {name} = {hp[name]!r}" + (" (predicted)" if name in chosen else " (yours)")
+                     for name in names]
+            print("DEEM auto_hyperparameters:\n" + "\n".join(lines), file=sys.stderr)
+        return hp
+
+    def _auto_names(self):
+        if self.auto_hyperparameters is True:
+            return list(PREDICTABLE)
+        if not self.auto_hyperparameters:
+            return []
+        return list(self.auto_hyperparameters)
+
+    @staticmethod
+    def _transform_sample(preprocessor: Preprocessor, data: LabelData, generator: torch.Generator) -> LabelData:
+        """The virtual classifiers' labels on (up to ``_INIT_ROWS`` random) rows, for the RBM's initialization."""
+        rows = data
+        if data.n_rows > _INIT_ROWS:
+            pick = torch.randperm(data.n_rows, generator=generator)[:_INIT_ROWS].to(data.values.device)
+            rows = data.select(pick)
+        preprocessor.eval()
+        with torch.no_grad():
+            return preprocessor(rows)
+
     # -------------------------------------------------------- reliability
     @property
     def confusion_(self) -> np.ndarray:
@@ -150,6 +241,7 @@ class DEEM(BaseEstimator):
         Read off the model: with one hidden unit the visible units are
         independent given the hidden state, P(v_i = l | h = m) = softmax_l(b_v[i, l] + W[l, m, i, 0]).
         With more hidden units, the others are left out (their states averaged away are not).
+        With preprocessing layers these are the RBM's *virtual* classifiers (``D`` = the last layer's width).
         """
         check_is_fitted(self, "model_")
         with torch.no_grad():
@@ -276,14 +368,18 @@ class DEEM(BaseEstimator):
         fitted = {
             "n_classes_": self.n_classes_, "n_classifiers_": self.n_classifiers_,
             "history_": list(self.history_), "soft_labels_": self.soft_labels_,
-            "n_dropped_rows_": self.n_dropped_rows_, "solver_": self.solver_,
+            "n_dropped_rows_": self.n_dropped_rows_, "solver_": self.solver_, "init_method_": self.init_method_,
             "class_map_": None if self.class_map_ is None else [int(x) for x in self.class_map_],
             "hidden_dim": self.model_.n_hidden,
+            "hyperparameters_": {k: _plain(v) for k, v in self.hyperparameters_.items()},
+            "preprocessor": None if self.preprocessor_ is None else _describe(self.preprocessor_),
         }
         if hasattr(self, "workers_"):
             fitted["workers_"] = [_plain(w) for w in self.workers_]
             fitted["classes_"] = [_plain(c) for c in self.classes_]
         state = {k: v.detach().cpu() for k, v in self.model_.state_dict().items()}
+        if self.preprocessor_ is not None:
+            state.update({"pre." + k: v.detach().cpu() for k, v in self.preprocessor_.state_dict().items()})
         params = {k: _plain(v) for k, v in self.get_params().items()}
         persistence.save_state({"params": params, "fitted": fitted, "state": state}, path)
 
@@ -297,8 +393,19 @@ class DEEM(BaseEstimator):
         state = payload["state"]
         k, _, d, h = state["W"].shape
         rbm = RBM(d, k, h, device=device, dtype=state["W"].dtype)
-        rbm.load_state_dict({name: t.to(device) for name, t in state.items()})
+        rbm.load_state_dict({name: t.to(device) for name, t in state.items() if not name.startswith("pre.")})
         self.model_ = rbm
+        described = fitted.get("preprocessor")
+        self.preprocessor_ = None
+        if described is not None:
+            pre = Preprocessor(fitted["n_classifiers_"], described["widths"], k, described["activation"],
+                               use_softmax=described["use_softmax"], one_hot=described["one_hot"],
+                               jitter=described["jitter"], device=device)
+            pre.load_state_dict({name[4:]: t.to(device) for name, t in state.items() if name.startswith("pre.")})
+            pre.eval()
+            self.preprocessor_ = pre
+        self.hyperparameters_ = fitted.get("hyperparameters_", {})
+        self.init_method_ = fitted.get("init_method_")
         self.device_ = device
         for name in ("n_classes_", "n_classifiers_", "history_", "soft_labels_", "n_dropped_rows_", "solver_"):
             setattr(self, name, fitted[name])
@@ -333,10 +440,43 @@ class DEEM(BaseEstimator):
             raise ValueError("solver='exact' needs hidden_dim=1")
         if not (float(self.prior_strength) >= 0):
             raise ValueError(f"prior_strength must be >= 0; got {self.prior_strength!r}")
-        if self.use_preprocessing or self.auto_hyperparameters:
-            raise NotImplementedError(
-                "use_preprocessing and auto_hyperparameters are not available in this version yet"
-            )
+        if self.scheduler not in SCHEDULERS:
+            raise ValueError(f"scheduler must be one of {SCHEDULERS}; got {self.scheduler!r}")
+        self._check_preprocessing()
+        auto = self.auto_hyperparameters
+        if not isinstance(auto, (bool, np.bool_)):
+            if isinstance(auto, str) or not isinstance(auto, (list, tuple, set)):
+                raise TypeError("auto_hyperparameters must be a bool or a list of hyperparameter names; "
+                                f"got {type(auto).__name__}")
+            unknown = sorted(set(auto) - set(PREDICTABLE))
+            if unknown:
+                raise ValueError(f"auto_hyperparameters names {unknown} cannot be predicted; choose from {PREDICTABLE}")
+        if self.model_dir is not None and not auto:
+            raise ValueError("model_dir is a predictor bundle for auto_hyperparameters=True; it is unused otherwise")
+
+    def _check_preprocessing(self) -> None:
+        if self.preprocessing_activation not in ACTIVATIONS:
+            raise ValueError(
+                f"preprocessing_activation must be one of {ACTIVATIONS}; got {self.preprocessing_activation!r}")
+        if self.preprocessing_init not in PREPROCESSING_INITS:
+            raise ValueError(f"preprocessing_init must be one of {PREPROCESSING_INITS}; got {self.preprocessing_init!r}")
+        widths = self.preprocessing_layer_widths
+        if widths is not None:
+            if isinstance(widths, (str, bytes)) or not hasattr(widths, "__len__") or len(widths) == 0:
+                raise ValueError(f"preprocessing_layer_widths must be a non-empty list of positive integers; got {widths!r}")
+            for w in widths:
+                if isinstance(w, bool) or not isinstance(w, (int, np.integer)) or w < 1:
+                    raise ValueError(
+                        f"preprocessing_layer_widths must hold positive integers; got {widths!r}")
+        layers = self.preprocessing_layers
+        if isinstance(layers, bool) or not isinstance(layers, (int, np.integer)) or layers < 0:
+            raise ValueError(f"preprocessing_layers must be a non-negative integer; got {layers!r}")
+        if self.use_preprocessing and widths is None and layers < 1:
+            raise ValueError("use_preprocessing=True needs preprocessing_layers >= 1 or preprocessing_layer_widths")
+        jitter = self.preprocessing_jitter
+        if isinstance(jitter, bool) or not isinstance(jitter, (int, float, np.floating, np.integer)) \
+                or not (float(jitter) >= 0) or not np.isfinite(float(jitter)):
+            raise ValueError(f"preprocessing_jitter must be a finite number >= 0; got {jitter!r}")
 
     def _resolve_device(self) -> torch.device:
         name = str(self.device)
@@ -366,9 +506,16 @@ class DEEM(BaseEstimator):
     def _raw_probs(self, data: LabelData) -> torch.Tensor:
         """``(N, K)`` p(consensus class | row) in hidden-state order (hidden unit 0)."""
         chunks = []
+        pre = getattr(self, "preprocessor_", None)
+        step = _PREDICT_CHUNK
+        if pre is not None:  # the virtual classifiers' soft labels are K * D_out floats per row
+            step = max(1, min(step, (1 << 24) // (self.n_classes_ * max(pre.widths))))
+            pre.eval()
         with torch.no_grad():
-            for start in range(0, data.n_rows, _PREDICT_CHUNK):
-                part = data.select(slice(start, start + _PREDICT_CHUNK)).to(self.device_)
+            for start in range(0, data.n_rows, step):
+                part = data.select(slice(start, start + step)).to(self.device_)
+                if pre is not None:
+                    part = pre(part)
                 chunks.append(self.model_.hidden_probs(part)[:, 0, :])
         return torch.cat(chunks) if len(chunks) > 1 else chunks[0]
 
@@ -387,6 +534,27 @@ class DEEM(BaseEstimator):
     @staticmethod
     def _to_numpy(x):
         return x.cpu().numpy() if isinstance(x, torch.Tensor) else x
+
+
+def _describe(pre: Preprocessor) -> dict:
+    first = pre.layers[0]
+    return {"widths": pre.widths, "activation": first.activation, "use_softmax": first.use_softmax,
+            "one_hot": first.one_hot, "jitter": first.jitter}
+
+
+def _constructor_defaults() -> dict:
+    import inspect
+
+    return {name: p.default for name, p in inspect.signature(DEEM.__init__).parameters.items() if name != "self"}
+
+
+def _same(a, b) -> bool:
+    try:
+        return type(a) is type(b) and bool(a == b) or (a is None and b is None) or (
+            isinstance(a, (int, float)) and isinstance(b, (int, float))
+            and not isinstance(a, bool) and not isinstance(b, bool) and float(a) == float(b))
+    except Exception:  # arrays and other odd values: user-set
+        return False
 
 
 def _plain(v):

@@ -8,7 +8,7 @@ from . import ops
 from ._validation import LabelData
 from .alignment import agreement_with, confusion_counts, majority_vote
 
-INIT_METHODS = ("mv", "mv_rand", "mv_lo", "rand")
+INIT_METHODS = ("mv", "mv_rand", "mv_lo", "rand", "ds")
 
 # Diagonal weight of the majority-vote initializations: about the log-odds of a
 # classifier that is right 70% of the time among 5 classes.
@@ -84,6 +84,9 @@ def initialize(rbm: RBM, data: LabelData, method: str, use_weighted: bool, gener
       classifier i's smoothed confusion column P(v_i = l | MV = m) and ``b_h`` the log
       class prior of the majority vote: one Dawid-Skene step from majority vote.
     - ``rand``: small Gaussian weights, zero biases.
+    - ``ds``: the exact Dawid-Skene maximum (``solver='exact'``'s EM, run to
+      convergence on the labels, soft ones hardened) for hidden unit 0; sampler
+      training then refines the exact solution instead of starting from scratch.
 
     ``use_weighted`` scales each classifier's weights by its agreement with the
     majority vote, counted over the entries it gave. Hidden units beyond the first
@@ -92,6 +95,9 @@ def initialize(rbm: RBM, data: LabelData, method: str, use_weighted: bool, gener
     if method not in INIT_METHODS:
         raise ValueError(f"init_method must be one of {INIT_METHODS}; got {method!r}")
     k, d, h = rbm.n_classes, rbm.n_visible, rbm.n_hidden
+    if method == "ds":
+        _initialize_ds(rbm, data, generator)
+        return
     dev, dt = rbm.W.device, rbm.W.dtype
 
     def noise(std, *shape):
@@ -121,3 +127,26 @@ def initialize(rbm: RBM, data: LabelData, method: str, use_weighted: bool, gener
         W *= weight.view(1, 1, d, 1)
     rbm.W.copy_(W)
 
+
+
+def _initialize_ds(rbm: RBM, data: LabelData, generator: torch.Generator, prior_strength: float = 2.0) -> None:
+    from .solvers import train_exact
+
+    hard = data
+    if data.soft:
+        # A soft column's argmax, or missing where it carries under half a label of mass.
+        mass = data.values.sum(dim=1)
+        labels = data.values.argmax(dim=1)
+        labels = torch.where(mass >= 0.5, labels, torch.full_like(labels, -1))
+        hard = LabelData(labels.to(torch.int32), False, data.n_classes)
+    k, d, h = rbm.n_classes, rbm.n_visible, rbm.n_hidden
+    single = RBM(d, k, 1, device=rbm.W.device, dtype=rbm.W.dtype)
+    train_exact(single, hard, prior_strength)
+    rbm.b_v.zero_()
+    rbm.b_h.zero_()
+    rbm.b_h[0] = single.b_h[0]
+    W = torch.zeros_like(rbm.W)
+    W[..., 0] = single.W[..., 0]
+    if h > 1:
+        W[..., 1:] = (torch.randn(k, k, d, h - 1, generator=generator, dtype=torch.float64) * RAND_STD).to(W)
+    rbm.W.copy_(W)

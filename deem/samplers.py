@@ -12,12 +12,19 @@ RESTART_FRACTION = 0.05
 
 
 def hard_from(data: LabelData, generator: torch.Generator) -> torch.Tensor:
-    """Hard chain states for a batch: the labels themselves, or a draw from soft labels."""
+    """Hard chain states for a batch: the labels themselves, or a draw from soft labels (-1 where missing)."""
     if not data.soft:
         return data.values.clone()
     v = data.values  # (n, K, D)
+    cdf = v.cumsum(dim=1)
+    total = cdf[:, -1:]
     u = torch.rand(v.shape[0], 1, v.shape[2], generator=generator, device=v.device)
-    drawn = (v.cumsum(dim=1) < u).sum(dim=1).clamp(max=v.shape[1] - 1)
+    # A full column (sum 1 up to rounding) never comes out missing.
+    u = u * torch.where(total > 1 - 1e-4, total, torch.ones_like(total))
+    drawn = (cdf < u).sum(dim=1)
+    # A column's total mass is the chance the entry is present: an all-zero
+    # (missing) column stays missing, and so does a draw past a partial mass.
+    drawn = torch.where(drawn < v.shape[1], drawn, torch.full_like(drawn, -1))
     return drawn.to(label_dtype(data.n_classes))
 
 

@@ -1,6 +1,7 @@
 """Training loops. ``gwg``: persistent contrastive divergence with a GWG sampler."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, List, Optional
 
@@ -9,8 +10,19 @@ import torch
 from . import ops
 from ._validation import LabelData
 from .alignment import confusion_counts, vote_counts
+from .preprocessing import Preprocessor
 from .rbm import RBM
 from .samplers import PersistentGWG
+
+
+SCHEDULERS = ("constant", "cosine", "exponential")
+# The exponential schedule ends at this fraction of the initial learning rate.
+EXPONENTIAL_FINAL_FRACTION = 0.01
+# L2 pull of the preprocessing parameters back to their initial values (per
+# unit of squared distance): the free energy of the transformed data alone is
+# lowest when every virtual classifier copies the consensus, so without a pull
+# the layers would drift toward agreeing with the model rather than informing it.
+PREPROCESSING_ANCHOR = 1.0
 
 
 @dataclass
@@ -22,6 +34,24 @@ class TrainConfig:
     cd_k: int
     sampler_steps: int
     deterministic: bool
+    scheduler: str = "constant"
+
+
+def learning_rate_at(cfg: TrainConfig, epoch: int) -> float:
+    """The learning rate of ``epoch`` (0-based) under ``cfg.scheduler``.
+
+    ``constant``; ``cosine`` from the initial rate down to 0 over the epochs
+    (half a cosine period); ``exponential``: a constant factor per epoch that
+    reaches ``EXPONENTIAL_FINAL_FRACTION`` of the initial rate at the last epoch.
+    """
+    if cfg.scheduler not in SCHEDULERS:
+        raise ValueError(f"scheduler must be one of {SCHEDULERS}; got {cfg.scheduler!r}")
+    if cfg.scheduler == "constant" or cfg.epochs <= 1:
+        return cfg.learning_rate
+    t = epoch / (cfg.epochs - 1)
+    if cfg.scheduler == "cosine":
+        return cfg.learning_rate * 0.5 * (1.0 + math.cos(math.pi * t))
+    return cfg.learning_rate * EXPONENTIAL_FINAL_FRACTION ** t
 
 
 def train_pcd(
@@ -31,6 +61,7 @@ def train_pcd(
     host_generator: torch.Generator,
     device_generator: torch.Generator,
     progress: Optional[Callable] = None,
+    preprocessor: Optional[Preprocessor] = None,
 ) -> List[float]:
     """Persistent CD: returns the loss (mean free energy of data minus chains) per epoch.
 
@@ -39,32 +70,48 @@ def train_pcd(
     (with ``deterministic=False``, averaged over ``cd_k`` draws of the hidden
     units), pin the gauge, and take an SGD step. Everything stays on the
     data's device; the only host sync is the loss once per epoch.
+
+    With a ``preprocessor`` the RBM sees the batch through the Multinomial
+    layers (soft virtual classifiers); the layers take an SGD step on the
+    gradient of the batch's mean free energy, which flows from the fused
+    free-energy op back through them, plus a pull toward their initial values
+    (``PREPROCESSING_ANCHOR``).
     """
     n = data.n_rows
     dev = data.values.device
     seed = int(torch.randint(0, 2**62, (1,), generator=host_generator))
     masks = rbm.gauge_masks()
     params = [rbm.W, rbm.b_v, rbm.b_h]
-    # SGD with momentum (PyTorch's update rule, no dampening), written out: three
+    # SGD with momentum (PyTorch's update rule, no dampening), written out: a few
     # small tensors do not need torch.optim, whose first use costs seconds of imports.
     velocity = [torch.zeros_like(p) for p in params]
-    cd_grad = ops.cd_grad_soft if data.soft else ops.cd_grad
+    pre_params = [] if preprocessor is None else list(preprocessor.parameters())
+    pre_start = [p.detach().clone() for p in pre_params]
+    pre_velocity = [torch.zeros_like(p) for p in pre_params]
     n_steps = cfg.sampler_steps
     hidden_draws = 1 if cfg.deterministic else cfg.cd_k
     sampler = None
     grad_offset = 0
     history: List[float] = []
     epochs = range(cfg.epochs) if progress is None else progress(range(cfg.epochs))
-    for _ in epochs:
+    if preprocessor is not None:
+        preprocessor.train()
+    for epoch in epochs:
+        lr = learning_rate_at(cfg, epoch)
         order = torch.randperm(n, generator=device_generator, device=dev)
         epoch_loss = torch.zeros((), dtype=torch.float64, device=dev)
         for start in range(0, n, cfg.batch_size):
             batch = data.select(order[start:start + cfg.batch_size])
+            transformed = None
+            if preprocessor is not None:
+                transformed = preprocessor(batch, device_generator)
+                batch = LabelData(transformed.values.detach(), True, batch.n_classes)
             if sampler is None:
                 sampler = PersistentGWG(batch, device_generator, seed)
             else:
                 sampler.restart_from(batch)
             chains = sampler.step(rbm, n_steps)
+            cd_grad = ops.cd_grad_soft if batch.soft else ops.cd_grad
             with torch.no_grad():
                 dW, db_v, db_h, loss = cd_grad(
                     batch.values, chains, rbm.W, rbm.b_v, rbm.b_h,
@@ -79,14 +126,23 @@ def train_pcd(
             grad_offset += hidden_draws
             if masks is not None:
                 dW, db_v, db_h = dW * masks[0], db_v * masks[1], db_h * masks[2]
+            if transformed is not None:
+                free = ops.free_energy_soft(transformed.values, rbm.W.detach(), rbm.b_v.detach(), rbm.b_h.detach())
+                pre_grads = torch.autograd.grad(free.mean(), pre_params)
             with torch.no_grad():
                 for p, v, g in zip(params, velocity, (dW, db_v, db_h)):
                     v.mul_(cfg.momentum).add_(g)
-                    p.sub_(v, alpha=cfg.learning_rate)
+                    p.sub_(v, alpha=lr)
+                if transformed is not None:
+                    for p, v, g, p0 in zip(pre_params, pre_velocity, pre_grads, pre_start):
+                        v.mul_(cfg.momentum).add_(g).add_(p - p0, alpha=PREPROCESSING_ANCHOR)
+                        p.sub_(v, alpha=lr)
             epoch_loss += loss.double() * batch.n_rows
         history.append(float(epoch_loss) / n)
         if progress is not None and hasattr(epochs, "set_postfix"):
             epochs.set_postfix(loss=f"{history[-1]:.4f}", accept=f"{sampler.acceptance_rate():.2f}")
+    if preprocessor is not None:
+        preprocessor.eval()
     return history
 
 

@@ -1,9 +1,11 @@
 """Bad input raises a clear ValueError/TypeError before any kernel runs."""
 import numpy as np
 import pytest
+import torch
 from sklearn.exceptions import NotFittedError
 
 from deem import DEEM
+from deem._validation import check_labels
 from deem.datasets import dawid_skene
 
 X, _ = dawid_skene(n_samples=200, n_classifiers=6, n_classes=3, random_state=1)
@@ -92,3 +94,17 @@ def test_score_checks_truth(fitted):
         fitted.score(X, np.zeros(3, dtype=int))
     with pytest.raises(ValueError, match="no known label"):
         fitted.score(X, -np.ones(len(X), dtype=int))
+
+
+def test_soft_all_zero_columns_are_missing_entries():
+    rng = np.random.default_rng(0)
+    soft = rng.dirichlet(np.ones(3), size=(60, 4)).transpose(0, 2, 1)
+    soft[:10, :, 1] = 0.0      # classifier 1 gave no label on rows 0..9
+    soft[10:12] = 0.0          # rows 10, 11: nobody labelled them
+    data = check_labels(soft)
+    assert torch.equal(data.values[:10, :, 1], torch.zeros(10, 3))
+    model = DEEM(solver="gwg", epochs=2, device="cpu", random_state=0).fit(soft)
+    assert model.n_dropped_rows_ == 2
+    # a missing column changes nothing but that classifier's evidence: the same as leaving it out
+    one = soft[:1].copy()
+    assert model.predict_proba(one).shape == (1, 3)
