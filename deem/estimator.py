@@ -160,7 +160,7 @@ class DEEM(BaseEstimator):
                 cd_k=int(self.cd_k), sampler_steps=int(self.sampler_steps),
                 deterministic=bool(self.deterministic), scheduler=hp["scheduler"],
             )
-            initialize(rbm, visible, init_method, self.use_weighted, host_gen)
+            initialize(rbm, visible, init_method, self.use_weighted, host_gen, float(hp["prior_strength"]))
             progress = _progress_bar("DEEM fit") if verbose else None
             self.history_ = train_pcd(rbm, data, cfg, host_gen, dev_gen, progress, preprocessor)
 

@@ -74,7 +74,8 @@ class RBM(nn.Module):
 
 
 @torch.no_grad()
-def initialize(rbm: RBM, data: LabelData, method: str, use_weighted: bool, generator: torch.Generator) -> None:
+def initialize(rbm: RBM, data: LabelData, method: str, use_weighted: bool, generator: torch.Generator,
+               prior_strength: float = 2.0) -> None:
     """Set the RBM's parameters from the data.
 
     - ``mv``: hidden state m mirrors class m: ``W[l, m, i, 0] = c * [l == m]``, so
@@ -85,7 +86,7 @@ def initialize(rbm: RBM, data: LabelData, method: str, use_weighted: bool, gener
       class prior of the majority vote: one Dawid-Skene step from majority vote.
     - ``rand``: small Gaussian weights, zero biases.
     - ``ds``: the exact Dawid-Skene maximum (``solver='exact'``'s EM, run to
-      convergence on the labels, soft ones hardened) for hidden unit 0; sampler
+      convergence on the labels, soft ones hardened, with ``prior_strength``) for hidden unit 0; sampler
       training then refines the exact solution instead of starting from scratch.
 
     ``use_weighted`` scales each classifier's weights by its agreement with the
@@ -96,7 +97,7 @@ def initialize(rbm: RBM, data: LabelData, method: str, use_weighted: bool, gener
         raise ValueError(f"init_method must be one of {INIT_METHODS}; got {method!r}")
     k, d, h = rbm.n_classes, rbm.n_visible, rbm.n_hidden
     if method == "ds":
-        _initialize_ds(rbm, data, generator)
+        _initialize_ds(rbm, data, generator, prior_strength)
         return
     dev, dt = rbm.W.device, rbm.W.dtype
 
