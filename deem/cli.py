@@ -21,8 +21,7 @@ def _demo(args) -> int:
         print(f"  {name:<14} accuracy {np.mean(col == y):.4f}")
     mv = majority_vote(check_labels(preds)).numpy()
     start = time.perf_counter()
-    model = DEEM(n_classes=10, solver=args.solver, epochs=args.epochs, random_state=args.seed, device=args.device,
-                 verbose=args.verbose)
+    model = DEEM(n_classes=10, random_state=args.seed, device=args.device, verbose=args.verbose, **_model_args(args))
     consensus = model.fit(preds).predict(preds)
     elapsed = time.perf_counter() - start
     print(f"\nMajority vote accuracy: {np.mean(mv == y):.4f}")
@@ -31,14 +30,19 @@ def _demo(args) -> int:
     return 0
 
 
+def _model_args(args) -> dict:
+    return dict(solver=args.solver, epochs=args.epochs, auto_hyperparameters=args.auto,
+                model_dir=args.model_dir, use_preprocessing=args.preprocessing is not None,
+                preprocessing_activation=args.preprocessing or "sparsemax")
+
+
 def _aggregate(args) -> int:
     import pandas as pd
 
     from .estimator import DEEM
 
     answers = pd.read_csv(args.answers)
-    model = DEEM(solver=args.solver, epochs=args.epochs, random_state=args.seed, device=args.device,
-                 verbose=args.verbose)
+    model = DEEM(random_state=args.seed, device=args.device, verbose=args.verbose, **_model_args(args))
     consensus = model.fit_long(answers, task=args.task, worker=args.worker, label=args.label).predict_long(
         answers, task=args.task, worker=args.worker, label=args.label)
     if args.output:
@@ -71,7 +75,13 @@ def main(argv=None) -> int:
         p.add_argument("--epochs", type=int, default=100, help="training epochs of the gwg solver")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda'")
-        p.add_argument("--verbose", action="store_true", help="show a progress bar")
+        p.add_argument("--verbose", action="store_true", help="show a progress bar (and auto-chosen values)")
+        p.add_argument("--auto", action="store_true",
+                       help="auto_hyperparameters: predict the settings left at their defaults from the data")
+        p.add_argument("--model-dir", help="a custom hyperparameter predictor bundle for --auto")
+        p.add_argument("--preprocessing", nargs="?", const="sparsemax", metavar="ACTIVATION",
+                       choices=["sparsemax", "entmax", "softmax", "relu", "gelu", "silu"],
+                       help="one learnable preprocessing layer (activation, default sparsemax)")
     args = parser.parse_args(argv)
     return {"demo": _demo, "aggregate": _aggregate}[args.command](args)
 
