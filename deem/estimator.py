@@ -15,6 +15,7 @@ from .alignment import hungarian_map, majority_vote
 from .long_format import learn_coding, pivot
 from .preprocessing import ACTIVATIONS, PREPROCESSING_INITS, Preprocessor, initialize_preprocessor, layer_widths
 from .rbm import INIT_METHODS, RBM, initialize
+from .soft_evidence import posterior_soft_evidence, train_soft_evidence
 from .solvers import SCHEDULERS, TrainConfig, train_exact, train_pcd
 
 SOLVERS = ("auto", "exact", "gwg")
@@ -124,15 +125,11 @@ class DEEM(BaseEstimator):
         solver = hp["solver"]
         init_method = hp["init_method"]
         if solver == "auto":
-            solver = "exact" if self.hidden_dim == 1 and not data.soft and not hp["use_preprocessing"] else "gwg"
+            solver = "exact" if self.hidden_dim == 1 and not hp["use_preprocessing"] else "gwg"
             if hp["use_preprocessing"] and not data.soft:
                 # Layers train by gradient, jointly with the RBM; start the RBM at the exact
                 # Dawid-Skene fit of the (identity-initialized) virtual classifiers, not at scratch.
                 init_method = "ds"
-        if solver == "exact" and data.soft:
-            # The linear-in-v (expected log-likelihood) objective is not a likelihood of soft
-            # observations, and EM on it can collapse onto one class: refuse rather than mislead.
-            raise ValueError("solver='exact' takes hard labels; for soft labels use solver='gwg' (or 'auto')")
         if solver == "exact" and hp["use_preprocessing"]:
             raise ValueError("preprocessing layers are trained by gradient: use solver='gwg' (or 'auto') with them")
 
@@ -148,7 +145,9 @@ class DEEM(BaseEstimator):
             initialize_preprocessor(preprocessor, data, self.preprocessing_init, host_gen)
             visible = self._transform_sample(preprocessor, data, host_gen)
         rbm = RBM(visible.n_classifiers, data.n_classes, self.hidden_dim, device=device)
-        if solver == "exact":
+        if solver == "exact" and data.soft:
+            self.history_ = train_soft_evidence(rbm, data, float(hp["prior_strength"]))
+        elif solver == "exact":
             self.history_ = train_exact(rbm, data, float(hp["prior_strength"]))
             if verbose:
                 print(f"DEEM fit (exact EM, prior_strength={hp['prior_strength']}): "
@@ -203,8 +202,6 @@ class DEEM(BaseEstimator):
             if name in predicted and _same(getattr(self, name), defaults[name]):
                 hp[name] = predicted[name]
                 chosen[name] = predicted[name]
-        if data.soft and hp["solver"] == "exact":
-            hp["solver"] = "auto"  # exact EM takes hard labels only
         if self.hidden_dim != 1 and hp["solver"] == "exact":
             hp["solver"] = "gwg"
         self.meta_features_ = features
@@ -516,6 +513,12 @@ class DEEM(BaseEstimator):
                 part = data.select(slice(start, start + step)).to(self.device_)
                 if pre is not None:
                     part = pre(part)
+                if part.soft and self.solver_ == "exact":
+                    # The virtual-evidence model's own posterior (for one-hot rows it equals the RBM's).
+                    rbm = self.model_
+                    chunks.append(posterior_soft_evidence(part.values, rbm.W[..., 0].double(),
+                                                          rbm.b_h[0].double()).to(rbm.W.dtype))
+                    continue
                 chunks.append(self.model_.hidden_probs(part)[:, 0, :])
         return torch.cat(chunks) if len(chunks) > 1 else chunks[0]
 

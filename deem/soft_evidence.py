@@ -1,0 +1,241 @@
+"""Exact EM for soft labels under the virtual-evidence (noisy-observation) Dawid–Skene model.
+
+A soft label ``v_ni`` (a distribution over K classes from classifier ``i`` on
+row ``n``) is read as uncertain evidence about the label the classifier would
+have emitted: the classifier emitted some class ``l`` with its confusion
+``P_i(l | m)`` given the true class ``m``, and ``v_nil`` is the weight of the
+evidence for ``l``. The likelihood of a row is
+
+    p(v_n) = sum_m pi_m prod_{i present} sum_l v_nil P_i(l | m),
+
+a mixture over the true class with, per classifier, the confusion column ``m``
+averaged under the soft label. One-hot soft labels give exactly the hard-label
+Dawid–Skene likelihood, so this fit equals :func:`deem.solvers.train_exact` on
+the argmax labels. A classifier whose column is all zero on a row is missing
+there and contributes a factor 1.
+
+EM has two latent variables per row: the true class ``m`` and, per classifier,
+the emitted class ``l``. With ``a_ni(m) = sum_l v_nil P_i(l | m)`` the E-step is
+``q_nm ∝ pi_m prod_i a_ni(m)`` and ``r_nil(m) = v_nil P_i(l | m) / a_ni(m)``; the
+expected counts are ``N_i[l, m] = P_i(l | m) sum_n v_nil q_nm / a_ni(m)`` and the
+M-step is :func:`deem.solvers.map_m_step` (MAP under the hierarchical Dirichlet
+prior). Everything is float64 einsum/bmm on the tensor's own device, over row
+chunks of bounded size, so memory is ``O(chunk · K · D)`` whatever ``N``.
+"""
+from __future__ import annotations
+
+import torch
+
+from .solvers import map_m_step
+
+__all__ = ["fit_soft_evidence", "posterior_soft_evidence"]
+
+# Elements of one (chunk, K, D) float64 working tensor: 4M elements = 32 MiB.
+_CHUNK_ELEMENTS = 1 << 22
+_TINY = 1e-300
+
+
+def _check_values(values) -> torch.Tensor:
+    if not isinstance(values, torch.Tensor):
+        try:
+            values = torch.as_tensor(values)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise ValueError(f"soft labels must be a numeric (N, K, D) tensor ({exc})") from None
+    values = values.detach()
+    if values.ndim != 3:
+        raise ValueError(
+            f"soft labels must be 3-D (n_samples, n_classes, n_classifiers); got {values.ndim}-D "
+            f"with shape {tuple(values.shape)}"
+        )
+    n, k, d = values.shape
+    if n == 0 or d == 0:
+        raise ValueError(f"soft labels are empty: shape {tuple(values.shape)}")
+    if k < 2:
+        raise ValueError(f"soft labels need at least 2 classes on axis 1; got shape {tuple(values.shape)}")
+    if values.dtype == torch.bool or values.is_complex() or not (values.is_floating_point() or values.dtype in (
+            torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)):
+        raise ValueError(f"soft labels must be real numbers; got dtype {values.dtype}")
+    if not values.is_floating_point():
+        values = values.double()
+    if not bool(torch.isfinite(values).all()):
+        raise ValueError("soft labels contain NaN or infinite values")
+    if bool((values < 0).any()):
+        raise ValueError("soft labels contain negative values")
+    return values
+
+
+def _check_params(values: torch.Tensor, logp, logpi) -> tuple[torch.Tensor, torch.Tensor]:
+    _, k, d = values.shape
+    logp = torch.as_tensor(logp).to(values.device, torch.float64)
+    logpi = torch.as_tensor(logpi).to(values.device, torch.float64)
+    if logp.shape != (k, k, d):
+        raise ValueError(f"logp must have shape (K_l, K_m, D) = {(k, k, d)} for these soft labels; "
+                         f"got {tuple(logp.shape)}")
+    if logpi.shape != (k,):
+        raise ValueError(f"logpi must have shape (K,) = {(k,)}; got {tuple(logpi.shape)}")
+    return logp, logpi
+
+
+def _chunk_rows(k: int, d: int) -> int:
+    return max(1, _CHUNK_ELEMENTS // max(k * d, 1))
+
+
+def _e_pass(values: torch.Tensor, logp: torch.Tensor, logpi: torch.Tensor, want_counts: bool = True,
+            want_posterior: bool = False):
+    """One pass over the rows at parameters ``(logp, logpi)``.
+
+    Returns ``(counts (K_l, K_m, D) or None, class mass (K,), summed NLL (0-d), n_rows with
+    evidence (0-d), posterior (N, K) or None)``; the sums stay on the device (no host sync).
+    """
+    n, k, d = values.shape
+    dev = values.device
+    p_d = logp.exp().permute(2, 0, 1).contiguous()  # (D, K_l, K_m)
+    ratio_counts = torch.zeros(d, k, k, dtype=torch.float64, device=dev) if want_counts else None
+    mass = torch.zeros(k, dtype=torch.float64, device=dev)
+    nll = torch.zeros((), dtype=torch.float64, device=dev)
+    rows = torch.zeros((), dtype=torch.float64, device=dev)
+    post = torch.empty(n, k, dtype=torch.float64, device=dev) if want_posterior else None
+    step = _chunk_rows(k, d)
+    for start in range(0, n, step):
+        v = values[start:start + step].to(torch.float64)  # (c, K_l, D)
+        v_d = v.permute(2, 0, 1).contiguous()  # (D, c, K_l): one copy, two faster bmm's
+        present = v.sum(dim=1) > 0  # (c, D)
+        a = torch.bmm(v_d, p_d)  # (D, c, K_m): a_ni(m) = sum_l v_nil P_i(l|m)
+        loga = a.clamp_(min=_TINY).log_()
+        loga.masked_fill_(~present.t().unsqueeze(-1), 0.0)  # missing: factor 1
+        scores = loga.sum(dim=0) + logpi  # (c, K_m)
+        lse = torch.logsumexp(scores, dim=1)  # (c,)
+        has = present.any(dim=1)  # rows with any evidence
+        logq = scores - lse.unsqueeze(1)
+        if post is not None:
+            post[start:start + step] = logq.exp()  # rows without evidence get the prior
+        hasf = has.to(torch.float64)
+        nll -= (lse * hasf).sum()
+        rows += hasf.sum()
+        q = logq.exp() * hasf.unsqueeze(1)
+        mass += q.sum(dim=0)
+        if ratio_counts is not None:
+            # q_nm / a_ni(m), in logs: both may be tiny together
+            ratio = (logq.unsqueeze(0) - loga).exp_()  # (D, c, K_m)
+            ratio.mul_(hasf.view(1, -1, 1))
+            ratio_counts += torch.bmm(v_d.transpose(1, 2), ratio)  # (D, K_l, K_m)
+    counts = None
+    if ratio_counts is not None:
+        counts = logp.exp() * ratio_counts.permute(1, 2, 0)  # (K_l, K_m, D)
+    return counts, mass, nll, rows, post
+
+
+def _average_posterior(values: torch.Tensor) -> torch.Tensor:
+    """``(N, K)`` average of the present classifiers' probabilities; zero rows where none is present."""
+    n, k, d = values.shape
+    out = torch.empty(n, k, dtype=torch.float64, device=values.device)
+    step = _chunk_rows(k, d)
+    for start in range(0, n, step):
+        s = values[start:start + step].to(torch.float64).sum(dim=2)
+        out[start:start + step] = s / s.sum(dim=1, keepdim=True).clamp(min=1e-12)
+    return out
+
+
+def _fractional_counts(values: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """``(K_l, K_m, D)`` counts ``sum_n v_nil q_nm``: soft labels as fractional votes."""
+    n, k, d = values.shape
+    out = torch.zeros(k, k, d, dtype=torch.float64, device=values.device)
+    step = _chunk_rows(k, d)
+    for start in range(0, n, step):
+        out += torch.einsum("nld,nm->lmd", values[start:start + step].to(torch.float64), q[start:start + step])
+    return out
+
+
+def fit_soft_evidence(values: torch.Tensor, prior_strength: float = 2.0, max_iter: int = 1000,
+                      tol: float = 1e-7) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
+    """Fit the virtual-evidence Dawid–Skene model to soft labels ``(N, K, D)`` by EM, in float64.
+
+    ``prior_strength`` pseudo-counts per confusion column, spread like the pooled
+    confusion of all classifiers (the prior of :func:`deem.solvers.map_m_step`).
+    EM starts from the average of the classifiers' probabilities and from its
+    argmax (one-hot); the run with the higher penalized log-likelihood wins.
+    Stops when no probability moves by more than ``tol`` (checked every 10
+    iterations) or after ``max_iter`` iterations.
+
+    Returns ``(logp, logpi, history)``: ``logp[l, m, i] = log P_i(l | m)``
+    ``(K, K, D)``, ``logpi[m] = log pi_m`` ``(K,)``, both float64 on the input's
+    device, in hidden-state order (not aligned to the input's class coding), and
+    the mean negative log-likelihood per row with evidence, every 10 iterations
+    and at the end, of the winning run. Rows where every classifier is missing
+    are ignored.
+    """
+    values = _check_values(values)
+    prior_strength = float(prior_strength)
+    if not prior_strength >= 0:
+        raise ValueError(f"prior_strength must be >= 0; got {prior_strength}")
+    if int(max_iter) < 1:
+        raise ValueError(f"max_iter must be >= 1; got {max_iter}")
+    n, k, d = values.shape
+    # Classifiers that never answer keep the pooled confusion; keep them out of the
+    # prior term of the score so adding one cannot change which start wins.
+    seen = torch.zeros(d, dtype=torch.bool, device=values.device)
+    for start in range(0, n, _chunk_rows(k, d)):
+        seen |= (values[start:start + _chunk_rows(k, d)] > 0).any(dim=0).any(dim=0)
+    seen_f = seen.to(torch.float64)
+
+    def run(q0):
+        logp, logpi, pooled = map_m_step(_fractional_counts(values, q0), q0.sum(dim=0), prior_strength)
+        history: list[float] = []
+        for it in range(int(max_iter)):
+            counts, mass, nll, rows, _ = _e_pass(values, logp, logpi)
+            if it % 10 == 0:
+                history.append(float(nll / rows.clamp(min=1)))
+            new_logp, new_logpi, pooled = map_m_step(counts, mass, prior_strength)
+            if it % 10 == 0:  # one host read per 10 iterations (a sync on a GPU)
+                change = torch.maximum((new_logp.exp() - logp.exp()).abs().max(),
+                                       (new_logpi.exp() - logpi.exp()).abs().max())
+                logp, logpi = new_logp, new_logpi
+                if float(change) < tol:
+                    break
+            else:
+                logp, logpi = new_logp, new_logpi
+        _, _, nll, rows, _ = _e_pass(values, logp, logpi, want_counts=False)
+        history.append(float(nll / rows.clamp(min=1)))
+        # penalized log-likelihood: what EM climbs
+        score = -float(nll) + prior_strength * float((pooled * logp * seen_f).sum())
+        return score, logp, logpi, history
+
+    avg = _average_posterior(values)
+    has = avg.sum(dim=1, keepdim=True) > 0
+    hard = torch.nn.functional.one_hot(avg.argmax(dim=1), k).to(torch.float64) * has
+    best = None
+    for q0 in (avg, hard):
+        fit = run(q0)
+        if best is None or fit[0] > best[0]:
+            best = fit
+    _, logp, logpi, history = best
+    return logp, logpi, history
+
+
+def posterior_soft_evidence(values: torch.Tensor, logp: torch.Tensor, logpi: torch.Tensor) -> torch.Tensor:
+    """``(N, K)`` float64 posterior ``q(m | v_n) ∝ pi_m prod_{i present} sum_l v_nil P_i(l | m)``.
+
+    In hidden-state order; a row where every classifier is missing gets ``pi``.
+    """
+    values = _check_values(values)
+    logp, logpi = _check_params(values, logp, logpi)
+    with torch.no_grad():
+        return _e_pass(values, logp, logpi, want_counts=False, want_posterior=True)[4]
+
+
+def train_soft_evidence(rbm, data, prior_strength: float) -> list[float]:
+    """``solver='exact'`` on soft labels: fit by :func:`fit_soft_evidence`, store it in ``rbm``.
+
+    ``W[..., 0] = log P``, ``b_v = 0``, ``b_h[0] = log pi``: the same normalized
+    parameters ``train_exact`` leaves for hard labels, so ``confusion_`` and
+    ``skill_`` read the same way; predictions on soft labels go through
+    :func:`posterior_soft_evidence` (on one-hot rows the two posteriors agree).
+    """
+    if rbm.n_hidden != 1:
+        raise ValueError("solver='exact' needs hidden_dim=1 (the likelihood is exact for one hidden unit)")
+    logp, logpi, history = fit_soft_evidence(data.values, prior_strength)
+    with torch.no_grad():
+        rbm.W.copy_(logp.unsqueeze(-1).to(rbm.W.dtype))
+        rbm.b_v.zero_()
+        rbm.b_h.copy_(logpi.unsqueeze(0).to(rbm.b_h.dtype))
+    return history
