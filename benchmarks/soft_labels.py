@@ -13,9 +13,10 @@ probabilities' argmax by Hungarian, never to the truth):
 
 - ``mean prob``: argmax of the average of the present classifiers' probabilities (the baseline)
 - ``majority vote``: the most frequent argmax (ties to the smallest class)
-- ``DEEM soft (gwg)``: ``DEEM()`` defaults on the soft labels (solver 'gwg'); the
-  ``missing`` variant fills missing columns with the uniform distribution, since
-  ``check_labels`` rejects all-zero soft columns
+- ``DEEM default (soft)``: ``DEEM()`` on the soft labels (missing entries as all-zero
+  columns): ``solver='auto'``, which is the virtual-evidence EM below, through the estimator
+  (aligned to the majority vote at fit, like any user would get)
+- ``DEEM soft (gwg)``: ``DEEM(solver='gwg')`` on the soft labels (the sampler-trained RBM)
 - ``DEEM exact (hard)``: ``DEEM(solver='exact')`` (Dawid–Skene EM) on the argmax labels, -1 where missing
 - ``virtual evidence``: :func:`deem.soft_evidence.fit_soft_evidence` (prior 2)
 - ``geometric pool``: the library's ``train_exact`` EM run directly on soft labels
@@ -63,7 +64,7 @@ from deem.rbm import RBM
 from deem.soft_evidence import fit_soft_evidence, posterior_soft_evidence
 from deem.solvers import train_exact
 
-METHODS = ["mean prob", "majority vote", "DEEM soft (gwg)", "DEEM exact (hard)", "virtual evidence",
+METHODS = ["mean prob", "majority vote", "DEEM default (soft)", "DEEM soft (gwg)", "DEEM exact (hard)", "virtual evidence",
            "geometric pool, prior 2", "geometric pool, prior 0"]
 MISSING_RATE = 0.3
 
@@ -175,9 +176,10 @@ def run_method(method: str, V: np.ndarray, seed: int):
             ok = hard[:, i] >= 0
             np.add.at(counts, (np.flatnonzero(ok), hard[ok, i]), 1)
         return counts.argmax(axis=1)
+    if method == "DEEM default (soft)":
+        return DEEM(random_state=seed, device="cpu").fit(V).predict(V)
     if method == "DEEM soft (gwg)":
-        filled = np.where(present[:, None, :], V, 1.0 / k)
-        return DEEM(random_state=seed, device="cpu").fit(filled).predict(filled)
+        return DEEM(solver="gwg", random_state=seed, device="cpu").fit(V).predict(V)
     if method == "DEEM exact (hard)":
         return DEEM(solver="exact", n_classes=k, random_state=seed, device="cpu").fit(hard).predict(hard)
     if method == "virtual evidence":

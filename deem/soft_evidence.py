@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import torch
 
-from .solvers import map_m_step
+from .solvers import EXACT_DIAGONAL_STRENGTH, map_m_step
 
 __all__ = ["fit_soft_evidence", "posterior_soft_evidence"]
 
@@ -179,13 +179,14 @@ def fit_soft_evidence(values: torch.Tensor, prior_strength: float = 2.0, max_ite
     seen_f = seen.to(torch.float64)
 
     def run(q0):
-        logp, logpi, pooled = map_m_step(_fractional_counts(values, q0), q0.sum(dim=0), prior_strength)
+        logp, logpi, pooled = map_m_step(_fractional_counts(values, q0), q0.sum(dim=0), prior_strength,
+                                         EXACT_DIAGONAL_STRENGTH)
         history: list[float] = []
         for it in range(int(max_iter)):
             counts, mass, nll, rows, _ = _e_pass(values, logp, logpi)
             if it % 10 == 0:
                 history.append(float(nll / rows.clamp(min=1)))
-            new_logp, new_logpi, pooled = map_m_step(counts, mass, prior_strength)
+            new_logp, new_logpi, pooled = map_m_step(counts, mass, prior_strength, EXACT_DIAGONAL_STRENGTH)
             if it % 10 == 0:  # one host read per 10 iterations (a sync on a GPU)
                 change = torch.maximum((new_logp.exp() - logp.exp()).abs().max(),
                                        (new_logpi.exp() - logpi.exp()).abs().max())
@@ -197,7 +198,8 @@ def fit_soft_evidence(values: torch.Tensor, prior_strength: float = 2.0, max_ite
         _, _, nll, rows, _ = _e_pass(values, logp, logpi, want_counts=False)
         history.append(float(nll / rows.clamp(min=1)))
         # penalized log-likelihood: what EM climbs
-        score = -float(nll) + prior_strength * float((pooled * logp * seen_f).sum())
+        score = (-float(nll) + prior_strength * float((pooled * logp * seen_f).sum())
+                 + EXACT_DIAGONAL_STRENGTH * float((logp.diagonal(dim1=0, dim2=1) * seen_f.unsqueeze(-1)).sum()))
         return score, logp, logpi, history
 
     avg = _average_posterior(values)

@@ -147,6 +147,11 @@ def train_pcd(
 
 
 # ----------------------------------------------------------------------------- exact
+# Diagonal pseudo-counts per confusion column in the exact solver's prior ("classifiers
+# beat chance"); see ``train_exact``.
+EXACT_DIAGONAL_STRENGTH = 2.0
+
+
 def soft_vote_posterior(data: LabelData) -> torch.Tensor:
     """``(N, K)`` share of each class among a row's votes: the soft majority vote."""
 
@@ -154,14 +159,21 @@ def soft_vote_posterior(data: LabelData) -> torch.Tensor:
     return counts / counts.sum(dim=1, keepdim=True).clamp(min=1e-12)
 
 
-def map_m_step(counts: torch.Tensor, class_mass: torch.Tensor, prior_strength: float):
-    """MAP confusions under P_i(.|m) ~ Dir(s * Pbar(.|m) + 1) with the pooled Pbar, and the class prior.
+def map_m_step(counts: torch.Tensor, class_mass: torch.Tensor, prior_strength: float,
+               diagonal_strength: float = 0.0):
+    """MAP confusions under P_i(.|m) ~ Dir(s * Pbar(.|m) + a * e_m + 1) with the pooled Pbar, and the class prior.
 
-    ``counts`` is ``(K_l, K_m, D)``. Returns ``(log P (K_l, K_m, D), log pi (K,), Pbar (K_l, K_m, 1))``.
+    ``counts`` is ``(K_l, K_m, D)``; ``s`` is ``prior_strength`` and ``a`` is
+    ``diagonal_strength``: pseudo-counts on the diagonal, a prior belief that a
+    classifier names the true class more often than any other (0: none).
+    Returns ``(log P (K_l, K_m, D), log pi (K,), Pbar (K_l, K_m, 1))``.
     """
     pooled = counts.sum(dim=2, keepdim=True)  # (K_l, K_m, 1)
     pooled = pooled / pooled.sum(dim=0, keepdim=True).clamp(min=1e-300)
     conf = counts + prior_strength * pooled
+    if diagonal_strength:
+        k = counts.shape[0]
+        conf = conf + diagonal_strength * torch.eye(k, dtype=counts.dtype, device=counts.device).unsqueeze(-1)
     conf = conf / conf.sum(dim=0, keepdim=True).clamp(min=1e-300)
     pi = class_mass / class_mass.sum()
     tiny = 1e-300
@@ -169,20 +181,39 @@ def map_m_step(counts: torch.Tensor, class_mass: torch.Tensor, prior_strength: f
 
 
 def train_exact(rbm: RBM, data: LabelData, prior_strength: float, max_iter: int = 3000,
-                tol: float = 1e-9, progress=None) -> List[float]:
+                tol: float = 1e-6, progress=None,
+                diagonal_strength: float = EXACT_DIAGONAL_STRENGTH) -> List[float]:
     """Maximize the exact (penalized) likelihood of the one-hidden-unit model by EM, in float64.
 
-    With normalized conditionals (``normalized_params``) the model is
-    p(v_obs) = sum_m pi_m prod_{i observed} P_i(v_i | m). Each iteration is one
-    pass of the fused ``free_energy_backward`` op, whose statistics with a
-    weight of -1 per row are exactly the expected counts
-    ``N_i[l, m] = sum_n p(m | v_n) [v_ni = l]`` and the class masses; the M-step
-    adds ``prior_strength`` pseudo-counts spread like the pooled confusion of all
-    classifiers (a hierarchical Dirichlet prior: sparse classifiers lean on the
-    crowd, prolific ones on their own evidence). EM starts from the soft
-    majority vote and from the hard one; the fit with the higher penalized
-    likelihood wins. Returns the mean negative log-likelihood every 10 iterations
-    of the winning run; on return the RBM holds the normalized parameters.
+    With normalized conditionals (``normalized_params``) the model is the
+    Dawid-Skene model p(v_obs) = sum_m pi_m prod_{i observed} P_i(v_i | m). Each
+    iteration is one pass of the fused ``free_energy_backward`` op, whose
+    statistics with a weight of -1 per row are exactly the expected counts
+    ``N_i[l, m] = sum_n p(m | v_n) [v_ni = l]`` and the class masses.
+
+    The M-step is the MAP estimate under P_i(.|m) ~ Dir(s * Pbar(.|m) + a * e_m + 1)
+    (``map_m_step``), two priors on each confusion column:
+
+    * ``prior_strength`` (s) pseudo-counts spread like the pooled confusion Pbar
+      of all classifiers (hierarchical: sparse classifiers lean on the crowd,
+      prolific ones on their own evidence);
+    * ``diagonal_strength`` (a) pseudo-counts on the diagonal, as in Bayesian
+      classifier combination: a priori a classifier names the true class more
+      often than any other. This is the assumption that ties the hidden states
+      to the classes at all; without it the likelihood is as happy to let a
+      hidden state model a cluster of rows that is not a class. Where the data
+      pin that down weakly (strong class imbalance, few or weak classifiers)
+      the MAP fit otherwise splits the dominant class into two near-balanced
+      hidden states and falls far below majority vote. The pseudo-counts weigh
+      most in sparsely populated columns (minority classes, little-used
+      classifiers) and fade where a column holds many labels.
+
+    EM starts from the soft majority vote and from the hard one; the fit with
+    the higher penalized likelihood (log-likelihood plus the priors' terms) wins.
+    EM stops when no probability moves by ``tol`` in an iteration (checked every
+    10 iterations) or after ``max_iter`` iterations. Returns the mean negative
+    log-likelihood every 10 iterations of the winning run; on return the RBM
+    holds the normalized parameters.
     """
     if rbm.n_hidden != 1:
         raise ValueError("solver='exact' needs hidden_dim=1 (the likelihood is exact for one hidden unit)")
@@ -206,11 +237,11 @@ def train_exact(rbm: RBM, data: LabelData, prior_strength: float, max_iter: int 
 
     def run(q0):
         counts = confusion_counts(data, q0).permute(1, 2, 0)  # (K_l, K_m, D)
-        logp, logpi, pooled = map_m_step(counts, q0.sum(dim=0), prior_strength)
+        logp, logpi, pooled = map_m_step(counts, q0.sum(dim=0), prior_strength, diagonal_strength)
         history = []
         for it in range(max_iter):
             counts, mass = stats(logp, logpi)
-            new_logp, new_logpi, pooled = map_m_step(counts, mass, prior_strength)
+            new_logp, new_logpi, pooled = map_m_step(counts, mass, prior_strength, diagonal_strength)
             change = torch.maximum((new_logp.exp() - logp.exp()).abs().max(), (new_logpi.exp() - logpi.exp()).abs().max())
             logp, logpi = new_logp, new_logpi
             # Read the objective and the convergence test back to the host every 10
@@ -220,8 +251,9 @@ def train_exact(rbm: RBM, data: LabelData, prior_strength: float, max_iter: int 
                 if float(change) < tol:
                     break
         history.append(objective(logp, logpi))
-        # log-likelihood plus the prior's pseudo-count term: what EM climbs
-        score = -history[-1] * n + prior_strength * float((pooled * logp).sum())
+        # log-likelihood plus the priors' pseudo-count terms: what EM climbs
+        score = (-history[-1] * n + prior_strength * float((pooled * logp).sum())
+                 + diagonal_strength * float(logp.diagonal(dim1=0, dim2=1).sum()))
         return score, logp, logpi, history
 
     soft = soft_vote_posterior(data).to(dev)

@@ -84,14 +84,14 @@ def test_confusion_of_gwg_model_is_a_distribution(crowd):
     assert model.skill_.shape == (10,)
 
 
-def test_soft_labels_go_to_the_sampler(crowd, capsys):
+def test_soft_labels_with_the_sampler(crowd, capsys):
+    # solver='exact'/'auto' take soft labels through the virtual-evidence model
+    # (tests/test_soft_evidence.py); the sampler still takes them when asked.
     X, y = crowd
     rng = np.random.default_rng(0)
     hard = np.where(X < 0, rng.integers(0, 3, X.shape), X)
     soft = (np.eye(3)[hard] * 0.7 + 0.1).transpose(0, 2, 1)  # (N, K, D)
-    with pytest.raises(ValueError, match="soft labels use solver='gwg'"):
-        DEEM(solver="exact").fit(soft)
-    model = DEEM(epochs=2, random_state=0, verbose=True).fit(soft)
+    model = DEEM(solver="gwg", epochs=2, random_state=0, verbose=True).fit(soft)
     assert model.solver_ == "gwg" and model.soft_labels_ and "DEEM fit" in capsys.readouterr().err
     assert np.mean(model.predict(soft) == y) > 0.8
 
@@ -100,3 +100,43 @@ def test_exact_verbose(crowd, capsys):
     X, _ = crowd
     DEEM(random_state=0, verbose=True).fit(X)
     assert "exact EM" in capsys.readouterr().err
+
+
+def _imbalanced_weak_ensemble(seed, n=300, d=14, minority=0.02):
+    """Binary truth with ~2% minority class, symmetric classifiers of accuracy 0.6-0.78, a third missing."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < 1 - minority).astype(np.int64)
+    acc = rng.uniform(0.6, 0.78, d)
+    X = np.where(rng.random((n, d)) < acc, y[:, None], 1 - y[:, None])
+    missing = rng.random((n, d)) < 0.34
+    missing[np.arange(n), rng.integers(0, d, n)] = False
+    return np.where(missing, -1, X), y
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_exact_does_not_split_the_majority_class(seed):
+    # Near-pure-noise label matrix (almost every row has the same class): without the
+    # "classifiers beat chance" prior the MAP fit split the dominant class into two
+    # near-balanced hidden states and fell far below majority vote.
+    X, y = _imbalanced_weak_ensemble(seed)
+    mv = float((majority_vote(check_labels(X)).numpy() == y).mean())
+    model = DEEM(random_state=seed).fit(X)
+    assert model.score(X, y) >= mv - 0.01
+    assert (np.asarray(model.predict(X)) == 0).mean() < 0.2  # the minority class stays a minority
+
+
+def test_diagonal_prior_in_m_step():
+    import torch
+    from deem.solvers import map_m_step
+
+    rng = np.random.default_rng(0)
+    counts = torch.tensor(rng.random((3, 3, 4)) * 5)
+    mass = counts.sum(dim=(0, 2))
+    base = map_m_step(counts, mass, 2.0)
+    same = map_m_step(counts, mass, 2.0, diagonal_strength=0.0)
+    for a, b in zip(base, same):
+        assert torch.allclose(a, b)
+    logp, logpi, _ = map_m_step(counts, mass, 2.0, diagonal_strength=3.0)
+    assert torch.allclose(logp.exp().sum(dim=0), torch.ones(3, 4, dtype=torch.float64))
+    assert (logp.diagonal(dim1=0, dim2=1) > base[0].diagonal(dim1=0, dim2=1)).all()
+    assert torch.allclose(logpi, base[1])
