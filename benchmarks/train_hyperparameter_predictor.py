@@ -58,13 +58,14 @@ QUICK_OUT = os.path.join("/tmp", "deem-hyperparameters-quick.json")
 QUICK_RESULTS = os.path.join("/tmp", "deem-hyperparameter-search-quick.json")
 
 # Candidate configurations: name -> (overrides passed to DEEM, kinds it applies to).
-# "default" is DEEM() as shipped (solver='auto' -> exact EM for hard labels, GWG for soft).
+# "default" is DEEM() as shipped (solver='auto' -> exact EM: Dawid-Skene for hard labels,
+# the virtual-evidence model for soft ones).
 _PRE = dict(use_preprocessing=True, preprocessing_layers=1)
 CANDIDATES = {
     "default": ({}, ("hard", "soft")),
     "exact-prior0": (dict(solver="exact", prior_strength=0.0), ("hard",)),
     "exact-prior5": (dict(solver="exact", prior_strength=5.0), ("hard",)),
-    "gwg-default": (dict(solver="gwg"), ("hard",)),
+    "gwg-default": (dict(solver="gwg"), ("hard", "soft")),
     "gwg-e30-lr1e-2-b256": (dict(solver="gwg", epochs=30, learning_rate=1e-2, batch_size=256), ("hard", "soft")),
     "gwg-e100-lr3e-2-b1024-m0.5": (dict(solver="gwg", epochs=100, learning_rate=3e-2, batch_size=1024, momentum=0.5),
                                    ("hard", "soft")),
@@ -230,7 +231,7 @@ def full_config(overrides: dict, kind: str) -> dict:
     cfg = {key: defaults.get(key) for key in KEYS}
     cfg.update(overrides)
     if cfg["solver"] == "auto":
-        cfg["solver"] = "exact" if kind == "hard" else "gwg"
+        cfg["solver"] = "exact"  # hidden_dim=1 and no preprocessing: exact for hard and soft labels
     cfg.setdefault("scheduler", "constant")
     if cfg["scheduler"] is None:
         cfg["scheduler"] = "constant"
@@ -387,7 +388,7 @@ def leave_one_out(records, names, kinds_available):
     """Per kind: mean accuracy of the LOO-predicted config, the default, the best per dataset."""
     from deem.autotune import Predictor
 
-    rows = []
+    rows, sampler_rows = [], []
     for i, rec in enumerate(records):
         rest = records[:i] + records[i + 1:]
         pred = Predictor(build_bundle(rest, names, kinds_available))
@@ -396,7 +397,24 @@ def leave_one_out(records, names, kinds_available):
         name = "default" if name == "default-soft" else name
         rows.append((rec["kind"], rec["accuracy"]["default"], rec["accuracy"][name],
                      max(rec["accuracy"].values()), name))
+        # The same with solver='gwg' set by the user: the baseline is the sampler with defaults.
+        idx, _ = pred.choose(rec["features"], {"solver": "gwg"})
+        gwg_name = pred.config_names[idx]
+        sampler_rows.append((rec["accuracy"]["gwg-default"], rec["accuracy"][gwg_name],
+                             max(a for n, a in rec["accuracy"].items() if CANDIDATES[n][0].get("solver") == "gwg"),
+                             gwg_name))
     out = {}
+    diff = np.array([r[1] - r[0] for r in sampler_rows])
+    out["solver_gwg_fixed"] = dict(
+        n_datasets=len(sampler_rows),
+        mean_accuracy_predicted=round(float(np.mean([r[1] for r in sampler_rows])), 5),
+        mean_accuracy_gwg_defaults=round(float(np.mean([r[0] for r in sampler_rows])), 5),
+        mean_accuracy_oracle=round(float(np.mean([r[2] for r in sampler_rows])), 5),
+        n_predicted_non_default=int(sum(r[3] != "gwg-default" for r in sampler_rows)),
+        n_worse_than_gwg_defaults_by_over_1_point=int((diff < -0.01).sum()),
+        n_better_than_gwg_defaults_by_over_1_point=int((diff > 0.01).sum()),
+        worst_difference=round(float(diff.min()), 5),
+    )
     for kind in ("hard", "soft", "all"):
         sel = [r for r in rows if kind in ("all", r[0])]
         if not sel:

@@ -119,44 +119,76 @@ class Predictor:
             raise ValueError(f"features must be finite; got {features}")
         return x
 
-    def choose(self, features: Dict[str, float]) -> Tuple[int, str]:
-        """Index into ``configs`` of the chosen configuration and a one-line reason."""
+    def choose(self, features: Dict[str, float], fixed: Optional[Dict[str, Any]] = None) -> Tuple[Optional[int], str]:
+        """Index into ``configs`` of the chosen configuration and a one-line reason.
+
+        ``fixed``: values the user set. Only candidates consistent with them are
+        considered, and the baseline to beat is the default configuration if it
+        is consistent, else the consistent candidate closest to it (e.g. with
+        ``solver='gwg'`` fixed: the sampler with default settings). Returns
+        ``(None, reason)`` when no candidate is consistent.
+        """
         x = self._vector(features)
         kind = "soft" if x[self._soft_col] >= 0.5 else "hard"
+        fixed = dict(fixed or {})
+        allowed = [c for c, kinds in enumerate(self.config_kinds)
+                   if kind in kinds and _consistent(self.configs[c], fixed)]
+        if not allowed:
+            return None, "no candidate configuration agrees with the values you set: nothing predicted"
         default = self.default_config[kind]
+        base = default if default in allowed else min(
+            allowed, key=lambda c: (_n_differences(self.configs[c], self.configs[default]), c))
+        what = "the default" if base == default else f"'{self.config_names[base]}'"
         z = self._standardize(x)
         pool = [i for i, row in enumerate(self.train_x) if (row[self._soft_col] >= 0.5) == (kind == "soft")]
         if not pool:
-            return default, f"no {kind}-label training data: default configuration"
+            return base, f"no {kind}-label training data: {what}"
         dist = sorted((math.sqrt(sum((a - b) ** 2 for a, b in zip(z, self._train_z[i]))), i) for i in pool)
         if dist[0][0] > self.max_distance[kind]:
-            return default, (f"meta-features far from every training ensemble (distance {dist[0][0]:.2f} > "
-                             f"{self.max_distance[kind]:.2f}): default configuration")
+            return base, (f"meta-features far from every training ensemble (distance {dist[0][0]:.2f} > "
+                          f"{self.max_distance[kind]:.2f}): {what}")
         near = [i for _, i in dist[:self.k]]
-        best, best_gain = default, 0.0
-        for c, kinds in enumerate(self.config_kinds):
-            if kind not in kinds or c == default:
+        best, best_gain = base, 0.0
+        for c in allowed:
+            if c == base:
                 continue
-            gains = [self.train_gain[i][c] for i in near]
-            if any(g is None for g in gains):
+            pairs = [(self.train_gain[i][c], self.train_gain[i][base]) for i in near]
+            if any(g is None or b is None for g, b in pairs):
                 continue
+            gains = [g - b for g, b in pairs]  # both are gains over the default: the difference is over base
             mean_gain = sum(gains) / len(gains)
             wins = sum(g > 0 for g in gains)
             if mean_gain > self.margin and wins >= self.min_win_fraction * len(gains) and mean_gain > best_gain:
                 best, best_gain = c, mean_gain
-        if best == default:
-            return default, f"no candidate beats the default by > {self.margin:.3f} on the {len(near)} nearest ensembles"
-        return best, (f"'{self.config_names[best]}' beat the default by {best_gain:+.3f} accuracy on average "
+        if best == base:
+            return base, f"no candidate beats {what} by > {self.margin:.3f} on the {len(near)} nearest ensembles"
+        return best, (f"'{self.config_names[best]}' beat {what} by {best_gain:+.3f} accuracy on average "
                       f"on the {len(near)} nearest training ensembles")
 
-    def predict(self, features: Dict[str, float]) -> Dict[str, Any]:
-        """DEEM constructor values for every key of ``KEYS`` (a fresh dict)."""
-        index, _ = self.choose(features)
-        return dict(self.configs[index])
+    def predict(self, features: Dict[str, float], fixed: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+        """DEEM constructor values for every key of ``KEYS`` (a fresh dict); ``{}`` if nothing agrees with ``fixed``."""
+        index, _ = self.choose(features, fixed)
+        return {} if index is None else dict(self.configs[index])
 
     def predict_data(self, data) -> Dict[str, Any]:
         """``predict(meta_features(data))`` for a ``LabelData``."""
         return self.predict(meta_features(data))
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=0.0)
+    return a == b
+
+
+def _consistent(config: Dict[str, Any], fixed: Dict[str, Any]) -> bool:
+    return all(_same_value(config[key], value) for key, value in fixed.items() if key in config)
+
+
+def _n_differences(a: Dict[str, Any], b: Dict[str, Any]) -> int:
+    return sum(not _same_value(a[key], b[key]) for key in KEYS)
 
 
 def _validate(bundle: Any, source: str) -> Dict[str, Any]:
@@ -186,8 +218,6 @@ def _validate(bundle: Any, source: str) -> Dict[str, Any]:
     for i, (cfg, kinds) in enumerate(zip(bundle["configs"], bundle["config_kinds"])):
         if not isinstance(kinds, list) or not set(kinds) <= {"hard", "soft"}:
             fail(f"config_kinds[{i}] must be a list of 'hard'/'soft'")
-        if "soft" in kinds and isinstance(cfg, dict) and cfg.get("solver") == "exact":
-            fail(f"configs[{i}] uses solver='exact' but is marked for soft labels")
     if "soft" not in bundle["config_kinds"][dc["soft"]] or "hard" not in bundle["config_kinds"][dc["hard"]]:
         fail("the default configurations must be marked for their kind")
     m = bundle["model"]

@@ -24,6 +24,8 @@ PREDICTABLE = (
     "solver", "epochs", "batch_size", "learning_rate", "momentum", "init_method", "scheduler",
     "use_preprocessing", "preprocessing_layers", "preprocessing_activation", "prior_strength",
 )
+# Choices that decide which other hyperparameters matter: set by the user, they restrict the prediction.
+STRUCTURAL = ("solver", "use_preprocessing")
 # Rows of the transformed data the RBM's initialization reads when preprocessing.
 _INIT_ROWS = 1 << 16
 # Rows per predict call into the kernels: bounds the (rows, H, K) probability buffer.
@@ -195,8 +197,16 @@ class DEEM(BaseEstimator):
         from .meta_features import meta_features
 
         features = meta_features(data)
-        predicted = load_predictor(self.model_dir).predict(features)
         defaults = _constructor_defaults()
+        # The structural choices the user made restrict the candidates (solver='gwg' asks for the
+        # best sampler settings, use_preprocessing=True for the best layered ones); any other value
+        # the user set is simply kept.
+        fixed = {name: hp[name] for name in STRUCTURAL if not _same(getattr(self, name), defaults[name])}
+        if self.hidden_dim != 1:
+            fixed["solver"] = "gwg"
+        predictor = load_predictor(self.model_dir)
+        index, reason = predictor.choose(features, fixed)
+        predicted = {} if index is None else dict(predictor.configs[index])
         chosen = {}
         for name in names:
             if name in predicted and _same(getattr(self, name), defaults[name]):
@@ -209,7 +219,7 @@ class DEEM(BaseEstimator):
         if verbose:
             lines = [f"  {name} = {hp[name]!r}" + (" (predicted)" if name in chosen else " (yours)")
                      for name in names]
-            print("DEEM auto_hyperparameters:\n" + "\n".join(lines), file=sys.stderr)
+            print(f"DEEM auto_hyperparameters ({reason}):\n" + "\n".join(lines), file=sys.stderr)
         return hp
 
     def _auto_names(self):

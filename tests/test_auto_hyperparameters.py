@@ -42,10 +42,18 @@ def test_explicit_values_override_predictions(forced_bundle):
                  random_state=0).fit(X)
     assert model.hyperparameters_["epochs"] == 2 and len(model.history_) == 2
     assert model.hyperparameters_["use_preprocessing"] is True  # False is the default: predicted
-    model = DEEM(auto_hyperparameters=True, model_dir=forced_bundle, solver="exact",
-                 preprocessing_activation="softmax", random_state=0)
-    with pytest.raises(ValueError, match="solver='gwg'"):  # exact + predicted layers: told, not ignored
-        model.fit(X)
+    # A solver you set restricts the candidates: none of the bundle's (all gwg) agrees with 'exact',
+    # so nothing is predicted and the fit runs your configuration.
+    model = DEEM(auto_hyperparameters=True, model_dir=forced_bundle, solver="exact", random_state=0).fit(X)
+    assert model.solver_ == "exact" and model.hyperparameters_["use_preprocessing"] is False
+    assert model.hyperparameters_["epochs"] == 100
+
+
+def test_asking_for_the_sampler_tunes_the_sampler():
+    Xb, yb = dawid_skene(n_samples=800, n_classifiers=12, n_classes=3, missing_rate=0.5, random_state=2)
+    model = DEEM(auto_hyperparameters=True, solver="gwg", random_state=0).fit(Xb)
+    assert model.solver_ == "gwg" and model.hyperparameters_["solver"] == "gwg"
+    assert model.predicted_hyperparameters_["solver"] == "gwg"
 
 
 def test_a_list_predicts_only_those_names(forced_bundle):

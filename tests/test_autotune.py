@@ -126,10 +126,24 @@ def test_bundled_predictor_loads_and_predicts_valid_values():
         assert check_config(params) == params
         for key, allowed in CHOICES.items():
             assert params[key] in allowed
-        if data.soft:
-            assert params["solver"] == "gwg"
         index, reason = pred.choose(meta_features(data))
         assert 0 <= index < len(pred.configs) and isinstance(reason, str)
+        # asking for the sampler gives a sampler configuration
+        sampler = pred.predict(meta_features(data), fixed={"solver": "gwg"})
+        assert sampler["solver"] == "gwg"
+
+
+def test_fixed_values_restrict_the_candidates_and_set_the_baseline():
+    pred = load_predictor()
+    data = check_labels(_datasets()[0])
+    features = meta_features(data)
+    index, reason = pred.choose(features, fixed={"solver": "gwg"})
+    assert pred.configs[index]["solver"] == "gwg"
+    assert "default" not in reason.split("beat")[-1] or "gwg" in reason
+    index, _ = pred.choose(features, fixed={"solver": "gwg", "use_preprocessing": True})
+    assert pred.configs[index]["use_preprocessing"] is True
+    assert pred.choose(features, fixed={"solver": "exact", "use_preprocessing": True}) [0] is None
+    assert pred.predict(features, fixed={"solver": "exact", "use_preprocessing": True}) == {}
 
 
 def test_bundled_file_is_plain_json(monkeypatch):
