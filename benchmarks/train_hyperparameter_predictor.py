@@ -399,13 +399,15 @@ def leave_one_out(records, names, kinds_available):
                      max(rec["accuracy"].values()), name))
         # The same with solver='gwg' set by the user: the baseline is the sampler with defaults.
         idx, _ = pred.choose(rec["features"], {"solver": "gwg"})
+        if idx is None or "gwg-default" not in rec["accuracy"]:  # e.g. --quick: no such candidate
+            continue
         gwg_name = pred.config_names[idx]
         sampler_rows.append((rec["accuracy"]["gwg-default"], rec["accuracy"][gwg_name],
                              max(a for n, a in rec["accuracy"].items() if CANDIDATES[n][0].get("solver") == "gwg"),
                              gwg_name))
     out = {}
     diff = np.array([r[1] - r[0] for r in sampler_rows])
-    out["solver_gwg_fixed"] = dict(
+    out["solver_gwg_fixed"] = {} if not sampler_rows else dict(
         n_datasets=len(sampler_rows),
         mean_accuracy_predicted=round(float(np.mean([r[1] for r in sampler_rows])), 5),
         mean_accuracy_gwg_defaults=round(float(np.mean([r[0] for r in sampler_rows])), 5),

@@ -126,12 +126,15 @@ class DEEM(BaseEstimator):
         host_gen, dev_gen = self._generators(device)
         solver = hp["solver"]
         init_method = hp["init_method"]
+        refit = False
         if solver == "auto":
             solver = "exact" if self.hidden_dim == 1 and not hp["use_preprocessing"] else "gwg"
-            if hp["use_preprocessing"] and not data.soft:
-                # Layers train by gradient, jointly with the RBM; start the RBM at the exact
-                # Dawid-Skene fit of the (identity-initialized) virtual classifiers, not at scratch.
+            if hp["use_preprocessing"] and self.hidden_dim == 1:
+                # Layers train by gradient, jointly with the RBM: start the RBM at the exact
+                # Dawid-Skene fit of the (identity-initialized) virtual classifiers, and once the
+                # layers have learned, refit the RBM exactly to what they output.
                 init_method = "ds"
+                refit = True
         if solver == "exact" and hp["use_preprocessing"]:
             raise ValueError("preprocessing layers are trained by gradient: use solver='gwg' (or 'auto') with them")
 
@@ -164,11 +167,16 @@ class DEEM(BaseEstimator):
             initialize(rbm, visible, init_method, self.use_weighted, host_gen, float(hp["prior_strength"]))
             progress = _progress_bar("DEEM fit") if verbose else None
             self.history_ = train_pcd(rbm, data, cfg, host_gen, dev_gen, progress, preprocessor)
+            if refit:
+                train_soft_evidence(rbm, self._transform_all(preprocessor, data), float(hp["prior_strength"]))
 
         self.model_ = rbm
         self.preprocessor_ = preprocessor
         self.solver_ = solver
         self.init_method_ = None if solver == "exact" else init_method
+        # Whose posterior predicts: the virtual-evidence model's where the final fit was exact EM on
+        # soft labels (soft input, or the refit on top of preprocessing layers), else the RBM's.
+        self.posterior_ = "virtual_evidence" if (solver == "exact" and data.soft) or refit else "rbm"
         self.device_ = device
         self.n_classes_ = data.n_classes
         self.n_classifiers_ = data.n_classifiers
@@ -228,6 +236,15 @@ class DEEM(BaseEstimator):
         if not self.auto_hyperparameters:
             return []
         return list(self.auto_hyperparameters)
+
+    @staticmethod
+    def _transform_all(preprocessor: Preprocessor, data: LabelData) -> LabelData:
+        """The virtual classifiers' soft labels for every row (``N * K * D_out`` floats), chunked."""
+        step = max(1, (1 << 24) // (data.n_classes * max(preprocessor.widths)))
+        preprocessor.eval()
+        with torch.no_grad():
+            parts = [preprocessor(data.select(slice(i, i + step))).values for i in range(0, data.n_rows, step)]
+        return LabelData(torch.cat(parts), True, data.n_classes)
 
     @staticmethod
     def _transform_sample(preprocessor: Preprocessor, data: LabelData, generator: torch.Generator) -> LabelData:
@@ -376,6 +393,7 @@ class DEEM(BaseEstimator):
             "n_classes_": self.n_classes_, "n_classifiers_": self.n_classifiers_,
             "history_": list(self.history_), "soft_labels_": self.soft_labels_,
             "n_dropped_rows_": self.n_dropped_rows_, "solver_": self.solver_, "init_method_": self.init_method_,
+            "posterior_": self.posterior_,
             "class_map_": None if self.class_map_ is None else [int(x) for x in self.class_map_],
             "hidden_dim": self.model_.n_hidden,
             "hyperparameters_": {k: _plain(v) for k, v in self.hyperparameters_.items()},
@@ -413,6 +431,8 @@ class DEEM(BaseEstimator):
             self.preprocessor_ = pre
         self.hyperparameters_ = fitted.get("hyperparameters_", {})
         self.init_method_ = fitted.get("init_method_")
+        self.posterior_ = fitted.get("posterior_", "virtual_evidence" if (
+            fitted["solver_"] == "exact" and fitted["soft_labels_"]) else "rbm")
         self.device_ = device
         for name in ("n_classes_", "n_classifiers_", "history_", "soft_labels_", "n_dropped_rows_", "solver_"):
             setattr(self, name, fitted[name])
@@ -523,7 +543,7 @@ class DEEM(BaseEstimator):
                 part = data.select(slice(start, start + step)).to(self.device_)
                 if pre is not None:
                     part = pre(part)
-                if part.soft and self.solver_ == "exact":
+                if part.soft and getattr(self, "posterior_", "rbm") == "virtual_evidence":
                     # The virtual-evidence model's own posterior (for one-hot rows it equals the RBM's).
                     rbm = self.model_
                     chunks.append(posterior_soft_evidence(part.values, rbm.W[..., 0].double(),

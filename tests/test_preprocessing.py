@@ -7,6 +7,7 @@ import torch
 
 from deem import DEEM, ops
 from deem._validation import check_labels
+from deem.alignment import majority_vote
 from deem.datasets import dawid_skene
 from deem.preprocessing import ACTIVATIONS, Preprocessor, initialize_preprocessor
 from deem.samplers import hard_from
@@ -136,7 +137,21 @@ def test_turning_preprocessing_on_is_not_worse_than_the_default():
     default = DEEM(random_state=0).fit(X2).score(X2, y2)
     with_layers = DEEM(random_state=0, use_preprocessing=True, epochs=20).fit(X2)
     assert with_layers.solver_ == "gwg" and with_layers.init_method_ == "ds"
+    assert with_layers.posterior_ == "virtual_evidence"  # refit exactly on the layers' output
     assert with_layers.score(X2, y2) >= default - 0.005
+    # Identity sparsemax layers on hard labels sit at a flat point: they stay the identity, and
+    # the exact refit on their (one-hot) output is the default's fit.
+    np.testing.assert_array_equal(with_layers.preprocessor_.layers[0].weight.detach().numpy(),
+                                  2.0 * np.eye(12, dtype=np.float32))
+    default_model = DEEM(random_state=0).fit(X2)
+    assert np.mean(with_layers.predict(X2) == default_model.predict(X2)) > 0.999
+
+
+def test_softmax_layers_move_and_the_refit_reads_their_output():
+    X2, y2 = dawid_skene(n_samples=800, n_classifiers=10, n_classes=3, missing_rate=0.4, random_state=12)
+    model = DEEM(random_state=0, use_preprocessing=True, preprocessing_activation="softmax", epochs=5).fit(X2)
+    assert not np.allclose(model.preprocessor_.layers[0].weight.detach().numpy(), 5.0 * np.eye(10))
+    assert model.score(X2, y2) >= np.mean(majority_vote(check_labels(X2)).numpy() == y2) - 0.01
 
 
 def test_soft_labels_with_preprocessing():
