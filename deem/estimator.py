@@ -231,11 +231,10 @@ class DEEM(BaseEstimator):
         return hp
 
     def _auto_names(self):
-        if self.auto_hyperparameters is True:
-            return list(PREDICTABLE)
-        if not self.auto_hyperparameters:
-            return []
-        return list(self.auto_hyperparameters)
+        auto = self.auto_hyperparameters
+        if isinstance(auto, (bool, np.bool_)):
+            return list(PREDICTABLE) if auto else []
+        return list(auto)
 
     @staticmethod
     def _transform_all(preprocessor: Preprocessor, data: LabelData) -> LabelData:
