@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import torch
 
-from .solvers import EXACT_DIAGONAL_STRENGTH, map_m_step
+from .solvers import EXACT_DIAGONAL_STRENGTH, map_m_step, prior_terms
 
 __all__ = ["fit_soft_evidence", "posterior_soft_evidence"]
 
@@ -198,19 +198,13 @@ def fit_soft_evidence(values: torch.Tensor, prior_strength: float = 2.0, max_ite
         _, _, nll, rows, _ = _e_pass(values, logp, logpi, want_counts=False)
         history.append(float(nll / rows.clamp(min=1)))
         # penalized log-likelihood: what EM climbs
-        score = (-float(nll) + prior_strength * float((pooled * logp * seen_f).sum())
-                 + EXACT_DIAGONAL_STRENGTH * float((logp.diagonal(dim1=0, dim2=1) * seen_f.unsqueeze(-1)).sum()))
+        score = -float(nll) + prior_terms(logp, pooled, prior_strength, EXACT_DIAGONAL_STRENGTH, seen_f)
         return score, logp, logpi, history
 
     avg = _average_posterior(values)
     has = avg.sum(dim=1, keepdim=True) > 0
     hard = torch.nn.functional.one_hot(avg.argmax(dim=1), k).to(torch.float64) * has
-    best = None
-    for q0 in (avg, hard):
-        fit = run(q0)
-        if best is None or fit[0] > best[0]:
-            best = fit
-    _, logp, logpi, history = best
+    _, logp, logpi, history = max((run(q0) for q0 in (avg, hard)), key=lambda fit: fit[0])
     return logp, logpi, history
 
 

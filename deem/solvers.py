@@ -180,6 +180,17 @@ def map_m_step(counts: torch.Tensor, class_mass: torch.Tensor, prior_strength: f
     return conf.clamp(min=tiny).log(), pi.clamp(min=tiny).log(), pooled
 
 
+def prior_terms(logp: torch.Tensor, pooled: torch.Tensor, prior_strength: float, diagonal_strength: float,
+                seen: Optional[torch.Tensor] = None) -> float:
+    """The priors' pseudo-count terms of the penalized log-likelihood EM climbs (``map_m_step``'s priors).
+
+    ``seen`` ``(D,)`` weights classifiers (0 leaves out one that never answered); ``None``: all count.
+    """
+    weight = torch.ones(logp.shape[2], dtype=logp.dtype, device=logp.device) if seen is None else seen
+    return (prior_strength * float((pooled * logp * weight).sum())
+            + diagonal_strength * float((logp.diagonal(dim1=0, dim2=1) * weight.unsqueeze(-1)).sum()))
+
+
 def train_exact(rbm: RBM, data: LabelData, prior_strength: float, max_iter: int = 3000,
                 tol: float = 1e-6, progress=None,
                 diagonal_strength: float = EXACT_DIAGONAL_STRENGTH) -> List[float]:
@@ -252,18 +263,12 @@ def train_exact(rbm: RBM, data: LabelData, prior_strength: float, max_iter: int 
                     break
         history.append(objective(logp, logpi))
         # log-likelihood plus the priors' pseudo-count terms: what EM climbs
-        score = (-history[-1] * n + prior_strength * float((pooled * logp).sum())
-                 + diagonal_strength * float(logp.diagonal(dim1=0, dim2=1).sum()))
+        score = -history[-1] * n + prior_terms(logp, pooled, prior_strength, diagonal_strength)
         return score, logp, logpi, history
 
     soft = soft_vote_posterior(data).to(dev)
     hard = torch.nn.functional.one_hot(soft.argmax(dim=1), k).double()
-    best = None
-    for q0 in (soft, hard):
-        fit = run(q0)
-        if best is None or fit[0] > best[0]:
-            best = fit
-    _, logp, logpi, history = best
+    _, logp, logpi, history = max((run(q0) for q0 in (soft, hard)), key=lambda fit: fit[0])
     with torch.no_grad():
         rbm.W.copy_(logp.unsqueeze(-1).to(rbm.W.dtype))
         rbm.b_v.zero_()
