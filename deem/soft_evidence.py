@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import torch
 
-from .solvers import EXACT_DIAGONAL_STRENGTH, map_m_step, prior_terms
+from .solvers import EXACT_DIAGONAL_STRENGTH, log_params, map_m_step, normalize_probabilities, prior_terms
+from .squarem import squarem
 
 __all__ = ["fit_soft_evidence", "posterior_soft_evidence"]
 
@@ -147,21 +148,22 @@ def _fractional_counts(values: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 
 
 def fit_soft_evidence(values: torch.Tensor, prior_strength: float = 2.0, max_iter: int = 1000,
-                      tol: float = 1e-7) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
+                      tol: float = 1e-8) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
     """Fit the virtual-evidence Dawid–Skene model to soft labels ``(N, K, D)`` by EM, in float64.
 
     ``prior_strength`` pseudo-counts per confusion column, spread like the pooled
     confusion of all classifiers (the prior of :func:`deem.solvers.map_m_step`).
     EM starts from the average of the classifiers' probabilities and from its
     argmax (one-hot); the run with the higher penalized log-likelihood wins.
-    Stops when no probability moves by more than ``tol`` (checked every 10
-    iterations) or after ``max_iter`` iterations.
+    EM runs under SQUAREM (:mod:`deem.squarem`); it stops when one EM step
+    moves no probability by more than ``tol`` (checked every 5 cycles) or
+    after ``max_iter`` EM steps.
 
     Returns ``(logp, logpi, history)``: ``logp[l, m, i] = log P_i(l | m)``
     ``(K, K, D)``, ``logpi[m] = log pi_m`` ``(K,)``, both float64 on the input's
     device, in hidden-state order (not aligned to the input's class coding), and
-    the mean negative log-likelihood per row with evidence, every 10 iterations
-    and at the end, of the winning run. Rows where every classifier is missing
+    the mean negative log-likelihood per row with evidence at each check and
+    at the end, of the winning run. Rows where every classifier is missing
     are ignored.
     """
     values = _check_values(values)
@@ -171,40 +173,53 @@ def fit_soft_evidence(values: torch.Tensor, prior_strength: float = 2.0, max_ite
     if int(max_iter) < 1:
         raise ValueError(f"max_iter must be >= 1; got {max_iter}")
     n, k, d = values.shape
-    # Classifiers that never answer keep the pooled confusion; keep them out of the
-    # prior term of the score so adding one cannot change which start wins.
     seen = torch.zeros(d, dtype=torch.bool, device=values.device)
     for start in range(0, n, _chunk_rows(k, d)):
         seen |= (values[start:start + _chunk_rows(k, d)] > 0).any(dim=0).any(dim=0)
-    seen_f = seen.to(torch.float64)
+    if not bool(seen.any()):
+        raise ValueError("soft labels hold no evidence: every classifier is missing on every row")
+    if not bool(seen.all()):
+        return _fit_without_silent(values, seen, prior_strength, max_iter, tol)
+
+    def em_step(theta, need_objective):
+        logp, logpi = log_params(theta)
+        counts, mass, nll, rows, _ = _e_pass(values, logp, logpi)
+        new_logp, new_logpi, pooled = map_m_step(counts, mass, prior_strength, EXACT_DIAGONAL_STRENGTH)
+        # penalized log-likelihood: what EM climbs
+        score = -nll + prior_terms(logp, pooled, prior_strength, EXACT_DIAGONAL_STRENGTH)
+        return (new_logp.exp(), new_logpi.exp()), score, nll / rows.clamp(min=1)
 
     def run(q0):
-        logp, logpi, pooled = map_m_step(_fractional_counts(values, q0), q0.sum(dim=0), prior_strength,
-                                         EXACT_DIAGONAL_STRENGTH)
-        history: list[float] = []
-        for it in range(int(max_iter)):
-            counts, mass, nll, rows, _ = _e_pass(values, logp, logpi)
-            if it % 10 == 0:
-                history.append(float(nll / rows.clamp(min=1)))
-            new_logp, new_logpi, pooled = map_m_step(counts, mass, prior_strength, EXACT_DIAGONAL_STRENGTH)
-            if it % 10 == 0:  # one host read per 10 iterations (a sync on a GPU)
-                change = torch.maximum((new_logp.exp() - logp.exp()).abs().max(),
-                                       (new_logpi.exp() - logpi.exp()).abs().max())
-                logp, logpi = new_logp, new_logpi
-                if float(change) < tol:
-                    break
-            else:
-                logp, logpi = new_logp, new_logpi
-        _, _, nll, rows, _ = _e_pass(values, logp, logpi, want_counts=False)
-        history.append(float(nll / rows.clamp(min=1)))
-        # penalized log-likelihood: what EM climbs
-        score = -float(nll) + prior_terms(logp, pooled, prior_strength, EXACT_DIAGONAL_STRENGTH, seen_f)
+        logp, logpi, _ = map_m_step(_fractional_counts(values, q0), q0.sum(dim=0), prior_strength,
+                                    EXACT_DIAGONAL_STRENGTH)
+        theta, history, score, _ = squarem(em_step, (logp.exp(), logpi.exp()), normalize_probabilities,
+                                           int(max_iter), tol)
+        logp, logpi = log_params(theta)
         return score, logp, logpi, history
 
     avg = _average_posterior(values)
     has = avg.sum(dim=1, keepdim=True) > 0
     hard = torch.nn.functional.one_hot(avg.argmax(dim=1), k).to(torch.float64) * has
     _, logp, logpi, history = max((run(q0) for q0 in (avg, hard)), key=lambda fit: fit[0])
+    return logp, logpi, history
+
+
+def _fit_without_silent(values: torch.Tensor, seen: torch.Tensor, prior_strength: float, max_iter: int,
+                        tol: float) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
+    """Fit on the classifiers that answer somewhere; a silent one gets its prior-only confusion.
+
+    A classifier with no evidence anywhere adds nothing to the likelihood or the
+    pooled confusion; EM would leave it at the MAP estimate for zero counts. Fitting
+    without it keeps the other parameters (and the accelerator's path) exactly as if
+    it were absent.
+    """
+    logp_seen, logpi, history = fit_soft_evidence(values[:, :, seen], prior_strength, max_iter, tol)
+    counts, mass, _, _, _ = _e_pass(values[:, :, seen], logp_seen, logpi)
+    zero = torch.zeros(values.shape[1], values.shape[1], values.shape[2], dtype=torch.float64,
+                       device=values.device)
+    zero[:, :, seen] = counts
+    logp, _, _ = map_m_step(zero, mass, prior_strength, EXACT_DIAGONAL_STRENGTH)
+    logp[:, :, seen] = logp_seen
     return logp, logpi, history
 
 
