@@ -36,7 +36,7 @@ KEYS = (
     "use_preprocessing", "preprocessing_layers", "preprocessing_activation", "prior_strength",
 )
 CHOICES = {
-    "solver": ("exact", "gwg"),
+    "solver": ("bayes", "exact", "gwg"),
     "init_method": ("mv", "mv_rand", "mv_lo", "rand", "ds"),
     "scheduler": ("constant", "cosine", "exponential"),
     "preprocessing_activation": ("sparsemax", "entmax", "softmax", "relu", "gelu", "silu"),

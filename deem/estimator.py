@@ -17,8 +17,9 @@ from .preprocessing import ACTIVATIONS, PREPROCESSING_INITS, Preprocessor, initi
 from .rbm import INIT_METHODS, RBM, initialize
 from .soft_evidence import posterior_soft_evidence, train_soft_evidence
 from .solvers import SCHEDULERS, TrainConfig, train_exact, train_pcd
+from .variational import train_variational
 
-SOLVERS = ("auto", "exact", "gwg")
+SOLVERS = ("auto", "bayes", "exact", "gwg")
 # What auto_hyperparameters may predict (when left at their defaults).
 PREDICTABLE = (
     "solver", "epochs", "batch_size", "learning_rate", "momentum", "init_method", "scheduler",
@@ -128,15 +129,22 @@ class DEEM(BaseEstimator):
         init_method = hp["init_method"]
         refit = False
         if solver == "auto":
-            solver = "exact" if self.hidden_dim == 1 and not hp["use_preprocessing"] else "gwg"
+            if self.hidden_dim == 1 and not hp["use_preprocessing"]:
+                # Hard labels: variational Bayes (its prior learned from the data); soft labels:
+                # exact EM of the virtual-evidence model.
+                solver = "exact" if data.soft else "bayes"
+            else:
+                solver = "gwg"
             if hp["use_preprocessing"] and self.hidden_dim == 1:
                 # Layers train by gradient, jointly with the RBM: start the RBM at the exact
                 # Dawid-Skene fit of the (identity-initialized) virtual classifiers, and once the
                 # layers have learned, refit the RBM exactly to what they output.
                 init_method = "ds"
                 refit = True
-        if solver == "exact" and hp["use_preprocessing"]:
+        if solver in ("exact", "bayes") and hp["use_preprocessing"]:
             raise ValueError("preprocessing layers are trained by gradient: use solver='gwg' (or 'auto') with them")
+        if solver == "bayes" and data.soft:
+            raise ValueError("solver='bayes' takes hard labels; for soft labels use solver='exact' (or 'auto')")
 
         preprocessor = None
         visible = data
@@ -150,7 +158,14 @@ class DEEM(BaseEstimator):
             initialize_preprocessor(preprocessor, data, self.preprocessing_init, host_gen)
             visible = self._transform_sample(preprocessor, data, host_gen)
         rbm = RBM(visible.n_classifiers, data.n_classes, self.hidden_dim, device=device)
-        if solver == "exact" and data.soft:
+        self.variational_prior_ = None
+        if solver == "bayes":
+            self.history_, (diag, off) = train_variational(rbm, data)
+            self.variational_prior_ = {"diag": diag, "off": off}
+            if verbose:
+                print(f"DEEM fit (variational Bayes, learned prior diag={diag:.3g} off={off:.3g}): "
+                      f"negative evidence lower bound per row {self.history_[-1]:.4f}", file=sys.stderr)
+        elif solver == "exact" and data.soft:
             self.history_ = train_soft_evidence(rbm, data, float(hp["prior_strength"]))
         elif solver == "exact":
             self.history_ = train_exact(rbm, data, float(hp["prior_strength"]))
@@ -173,7 +188,7 @@ class DEEM(BaseEstimator):
         self.model_ = rbm
         self.preprocessor_ = preprocessor
         self.solver_ = solver
-        self.init_method_ = None if solver == "exact" else init_method
+        self.init_method_ = None if solver in ("exact", "bayes") else init_method
         # Whose posterior predicts: the virtual-evidence model's where the final fit was exact EM on
         # soft labels (soft input, or the refit on top of preprocessing layers), else the RBM's.
         self.posterior_ = "virtual_evidence" if (solver == "exact" and data.soft) or refit else "rbm"
@@ -220,7 +235,7 @@ class DEEM(BaseEstimator):
             if name in predicted and _same(getattr(self, name), defaults[name]):
                 hp[name] = predicted[name]
                 chosen[name] = predicted[name]
-        if self.hidden_dim != 1 and hp["solver"] == "exact":
+        if self.hidden_dim != 1 and hp["solver"] in ("exact", "bayes"):
             hp["solver"] = "gwg"
         self.meta_features_ = features
         self.predicted_hyperparameters_ = predicted
@@ -392,7 +407,7 @@ class DEEM(BaseEstimator):
             "n_classes_": self.n_classes_, "n_classifiers_": self.n_classifiers_,
             "history_": list(self.history_), "soft_labels_": self.soft_labels_,
             "n_dropped_rows_": self.n_dropped_rows_, "solver_": self.solver_, "init_method_": self.init_method_,
-            "posterior_": self.posterior_,
+            "posterior_": self.posterior_, "variational_prior_": self.variational_prior_,
             "class_map_": None if self.class_map_ is None else [int(x) for x in self.class_map_],
             "hidden_dim": self.model_.n_hidden,
             "hyperparameters_": {k: _plain(v) for k, v in self.hyperparameters_.items()},
@@ -430,6 +445,7 @@ class DEEM(BaseEstimator):
             self.preprocessor_ = pre
         self.hyperparameters_ = fitted.get("hyperparameters_", {})
         self.init_method_ = fitted.get("init_method_")
+        self.variational_prior_ = fitted.get("variational_prior_")
         self.posterior_ = fitted.get("posterior_", "virtual_evidence" if (
             fitted["solver_"] == "exact" and fitted["soft_labels_"]) else "rbm")
         self.device_ = device
@@ -462,8 +478,8 @@ class DEEM(BaseEstimator):
             raise ValueError(f"init_method must be one of {INIT_METHODS}; got {self.init_method!r}")
         if self.solver not in SOLVERS:
             raise ValueError(f"solver must be one of {SOLVERS}; got {self.solver!r}")
-        if self.solver == "exact" and self.hidden_dim != 1:
-            raise ValueError("solver='exact' needs hidden_dim=1")
+        if self.solver in ("exact", "bayes") and self.hidden_dim != 1:
+            raise ValueError(f"solver={self.solver!r} needs hidden_dim=1")
         if not (float(self.prior_strength) >= 0):
             raise ValueError(f"prior_strength must be >= 0; got {self.prior_strength!r}")
         if self.scheduler not in SCHEDULERS:

@@ -38,7 +38,9 @@ def test_beats_majority_vote_on_dawid_skene_with_missing(device, crowd, solver):
 
 def test_auto_solver():
     X, _ = dawid_skene(n_samples=200, n_classifiers=5, n_classes=3, random_state=0)
-    assert DEEM(random_state=0).fit(X).solver_ == "exact"
+    assert DEEM(random_state=0).fit(X).solver_ == "bayes"  # hard labels: variational Bayes
+    soft = np.eye(3)[np.where(X >= 0, X, 0)].transpose(0, 2, 1) * (X >= 0)[:, None, :]
+    assert DEEM(random_state=0).fit(soft).solver_ == "exact"  # soft labels: virtual-evidence EM
     assert DEEM(hidden_dim=2, epochs=1, cd_k=1, sampler_steps=1, random_state=0).fit(X).solver_ == "gwg"
 
 

@@ -98,8 +98,10 @@ def test_soft_labels_with_the_sampler(crowd, capsys):
 
 def test_exact_verbose(crowd, capsys):
     X, _ = crowd
-    DEEM(random_state=0, verbose=True).fit(X)
+    DEEM(solver="exact", random_state=0, verbose=True).fit(X)
     assert "exact EM" in capsys.readouterr().err
+    DEEM(random_state=0, verbose=True).fit(X)
+    assert "variational Bayes" in capsys.readouterr().err
 
 
 def _imbalanced_weak_ensemble(seed, n=300, d=14, minority=0.02):

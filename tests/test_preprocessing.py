@@ -140,11 +140,11 @@ def test_turning_preprocessing_on_is_not_worse_than_the_default():
     assert with_layers.posterior_ == "virtual_evidence"  # refit exactly on the layers' output
     assert with_layers.score(X2, y2) >= default - 0.005
     # Identity sparsemax layers on hard labels sit at a flat point: they stay the identity, and
-    # the exact refit on their (one-hot) output is the default's fit.
+    # the exact refit on their (one-hot) output is solver='exact''s fit.
     np.testing.assert_array_equal(with_layers.preprocessor_.layers[0].weight.detach().numpy(),
                                   2.0 * np.eye(12, dtype=np.float32))
-    default_model = DEEM(random_state=0).fit(X2)
-    assert np.mean(with_layers.predict(X2) == default_model.predict(X2)) > 0.999
+    exact_model = DEEM(solver="exact", random_state=0).fit(X2)
+    assert np.mean(with_layers.predict(X2) == exact_model.predict(X2)) > 0.999
 
 
 def test_softmax_layers_move_and_the_refit_reads_their_output():

@@ -1,4 +1,4 @@
-// Shared helpers of the CPU kernels: argument checks, dtype dispatch, the
+// Shared helpers of the CPU kernels: device checks (shapes: common/checks.h), the
 // transposed copies of W, per-row hidden logits / softmax, and a fast exp.
 #pragma once
 #include <ATen/ATen.h>
@@ -13,6 +13,7 @@
 #include <limits>
 #include <vector>
 
+#include "common/checks.h"
 #include "common/philox.h"
 
 namespace deem {
@@ -23,65 +24,25 @@ namespace cpu {
 // in chunk order.
 constexpr int64_t kChunk = 512;
 
-// Dispatch over the label dtypes; defines label_t inside the lambda.
-#define DEEM_DISPATCH_LABELS(TYPE, NAME, ...)                                               \
-  [&] {                                                                                     \
-    switch (TYPE) {                                                                         \
-      case at::kChar: { using label_t = int8_t; return __VA_ARGS__(); }                     \
-      case at::kShort: { using label_t = int16_t; return __VA_ARGS__(); }                   \
-      case at::kInt: { using label_t = int32_t; return __VA_ARGS__(); }                     \
-      case at::kLong: { using label_t = int64_t; return __VA_ARGS__(); }                    \
-      default:                                                                              \
-        TORCH_CHECK(false, NAME, ": labels must be int8, int16, int32 or int64, got ", TYPE); \
-    }                                                                                       \
-  }()
-
-struct Dims {
-  int64_t K, D, H;
-};
-
-inline bool is_label_dtype(at::ScalarType t) {
-  return t == at::kChar || t == at::kShort || t == at::kInt || t == at::kLong;
-}
+using deem::Dims;
+using deem::is_label_dtype;
 
 // W (K, K, D, H); b_v (D, K) when given; b_h (H, K). Same floating dtype, CPU.
 inline Dims check_params(const char* name, const at::Tensor& W, const at::Tensor* b_v, const at::Tensor& b_h) {
   TORCH_CHECK(W.device().is_cpu(), name, ": expected CPU tensors, W is on ", W.device());
-  TORCH_CHECK(W.dim() == 4, name, ": W must have shape (K, K, D, H), got ", W.sizes());
-  TORCH_CHECK(W.size(0) == W.size(1), name, ": W must have shape (K, K, D, H), got ", W.sizes());
-  TORCH_CHECK(W.scalar_type() == at::kFloat || W.scalar_type() == at::kDouble, name,
-              ": parameters must be float32 or float64, got ", W.scalar_type());
-  Dims d{W.size(0), W.size(2), W.size(3)};
-  TORCH_CHECK(d.K >= 1, name, ": K must be >= 1");
-  TORCH_CHECK(b_h.dim() == 2 && b_h.size(0) == d.H && b_h.size(1) == d.K, name, ": b_h must have shape (H, K) = (",
-              d.H, ", ", d.K, "), got ", b_h.sizes());
-  TORCH_CHECK(b_h.scalar_type() == W.scalar_type(), name, ": b_h dtype ", b_h.scalar_type(), " differs from W dtype ",
-              W.scalar_type());
   TORCH_CHECK(b_h.device().is_cpu(), name, ": expected CPU tensors, b_h is on ", b_h.device());
-  if (b_v) {
-    TORCH_CHECK(b_v->dim() == 2 && b_v->size(0) == d.D && b_v->size(1) == d.K, name,
-                ": b_v must have shape (D, K) = (", d.D, ", ", d.K, "), got ", b_v->sizes());
-    TORCH_CHECK(b_v->scalar_type() == W.scalar_type(), name, ": b_v dtype ", b_v->scalar_type(),
-                " differs from W dtype ", W.scalar_type());
-    TORCH_CHECK(b_v->device().is_cpu(), name, ": expected CPU tensors, b_v is on ", b_v->device());
-  }
-  return d;
+  if (b_v) TORCH_CHECK(b_v->device().is_cpu(), name, ": expected CPU tensors, b_v is on ", b_v->device());
+  return check_param_shapes(name, W, b_v, b_h);
 }
 
 inline void check_labels(const char* name, const char* what, const at::Tensor& labels, const Dims& d) {
   TORCH_CHECK(labels.device().is_cpu(), name, ": expected CPU tensors, ", what, " is on ", labels.device());
-  TORCH_CHECK(labels.dim() == 2 && labels.size(1) == d.D, name, ": ", what, " must have shape (N, D) with D = ", d.D,
-              ", got ", labels.sizes());
-  TORCH_CHECK(is_label_dtype(labels.scalar_type()), name, ": ", what,
-              " must be int8, int16, int32 or int64, got ", labels.scalar_type());
+  check_label_shape(name, what, labels, d);
 }
 
 inline void check_soft(const char* name, const char* what, const at::Tensor& v, const at::Tensor& W, const Dims& d) {
   TORCH_CHECK(v.device().is_cpu(), name, ": expected CPU tensors, ", what, " is on ", v.device());
-  TORCH_CHECK(v.dim() == 3 && v.size(1) == d.K && v.size(2) == d.D, name, ": ", what,
-              " must have shape (N, K, D) = (N, ", d.K, ", ", d.D, "), got ", v.sizes());
-  TORCH_CHECK(v.scalar_type() == W.scalar_type(), name, ": ", what, " dtype ", v.scalar_type(),
-              " differs from W dtype ", W.scalar_type());
+  check_soft_shape(name, what, v, W, d);
 }
 
 // Throws unless x is -1 or in [0, K).

@@ -36,7 +36,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> free_energy_backward(const at::Te
   at::Tensor flag = new_flag(W);
   StatsOut o;
   AT_DISPATCH_FLOATING_TYPES(W.scalar_type(), "deem_cuda", [&] {
-    DEEM_CUDA_DISPATCH_LABELS(labels.scalar_type(), name, [&] {
+    DEEM_DISPATCH_LABELS(labels.scalar_type(), name, [&] {
       o = run_stats<scalar_t, label_t, false>(name, d, W, N, 0, labels.data_ptr<label_t>(), nullptr, nullptr,
                                               b_v.data_ptr<scalar_t>(), b_h.data_ptr<scalar_t>(),
                                               grad.data_ptr<scalar_t>(), 0.0, 0.0, 0.0, 0.0, false, 0, 0, nullptr,

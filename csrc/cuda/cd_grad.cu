@@ -40,7 +40,7 @@ Result cd_grad(const at::Tensor& pos_, const at::Tensor& neg_, const at::Tensor&
   StatsOut o;
   const double ip = 1.0 / static_cast<double>(Np), in = 1.0 / static_cast<double>(Nn);
   AT_DISPATCH_FLOATING_TYPES(W.scalar_type(), "deem_cuda", [&] {
-    DEEM_CUDA_DISPATCH_LABELS(pos.scalar_type(), name, [&] {
+    DEEM_DISPATCH_LABELS(pos.scalar_type(), name, [&] {
       o = run_stats<scalar_t, label_t, false>(name, d, W, Np, Nn, pos.data_ptr<label_t>(), nullptr,
                                               neg.data_ptr<label_t>(), b_v.data_ptr<scalar_t>(),
                                               b_h.data_ptr<scalar_t>(), nullptr, -ip, in, ip, -in, sample_hidden, seed,
@@ -67,7 +67,7 @@ Result cd_grad_soft(const at::Tensor& pos_, const at::Tensor& neg_, const at::Te
   StatsOut o;
   const double ip = 1.0 / static_cast<double>(Np), in = 1.0 / static_cast<double>(Nn);
   AT_DISPATCH_FLOATING_TYPES(W.scalar_type(), "deem_cuda", [&] {
-    DEEM_CUDA_DISPATCH_LABELS(neg.scalar_type(), name, [&] {
+    DEEM_DISPATCH_LABELS(neg.scalar_type(), name, [&] {
       o = run_stats<scalar_t, label_t, true>(name, d, W, Np, Nn, nullptr, pos.data_ptr<scalar_t>(),
                                              neg.data_ptr<label_t>(), b_v.data_ptr<scalar_t>(),
                                              b_h.data_ptr<scalar_t>(), nullptr, -ip, in, ip, -in, sample_hidden, seed,

@@ -69,7 +69,7 @@ at::Tensor energy(const at::Tensor& labels_, const at::Tensor& hidden_, const at
   at::Tensor flag = new_flag(W);
   const at::Tensor Wt = w_il_jm(W);
   AT_DISPATCH_FLOATING_TYPES(W.scalar_type(), "deem_cuda", [&] {
-    DEEM_CUDA_DISPATCH_LABELS(labels.scalar_type(), name, [&] {
+    DEEM_DISPATCH_LABELS(labels.scalar_type(), name, [&] {
       const int threads = 256;
       const int64_t grid = std::min<int64_t>(ceil_div(N, threads), int64_t(num_sms()) * 8);
       energy_kernel<scalar_t, label_t><<<static_cast<unsigned>(grid), threads, 0, at::cuda::getCurrentCUDAStream()>>>(
@@ -95,7 +95,7 @@ at::Tensor free_energy(const at::Tensor& labels_, const at::Tensor& W_, const at
   at::Tensor flag = new_flag(W);
   const at::Tensor Wt = w_il_jm(W);
   AT_DISPATCH_FLOATING_TYPES(W.scalar_type(), "deem_cuda", [&] {
-    DEEM_CUDA_DISPATCH_LABELS(labels.scalar_type(), name, [&] {
+    DEEM_DISPATCH_LABELS(labels.scalar_type(), name, [&] {
       launch_tile_forward<scalar_t, label_t, false, kFreeEnergy>(
           name, d, N, Wt, b_v.data_ptr<scalar_t>(), b_h.data_ptr<scalar_t>(), labels.data_ptr<label_t>(), nullptr,
           out.data_ptr<scalar_t>(), flag.data_ptr<int>());

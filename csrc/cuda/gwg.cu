@@ -246,7 +246,7 @@ at::Tensor gwg_steps(at::Tensor& chains, const at::Tensor& W_, const at::Tensor&
   const int64_t K = d.K, D = d.D, HK = d.HK(), DK = D * K;
   at::Tensor flag = new_flag(W);
   AT_DISPATCH_FLOATING_TYPES(W.scalar_type(), "deem_cuda", [&] {
-    DEEM_CUDA_DISPATCH_LABELS(x.scalar_type(), name, [&] {
+    DEEM_DISPATCH_LABELS(x.scalar_type(), name, [&] {
       const at::Tensor Wt = w_il_jm(W), Wg = w_jm_il(W);
       GwgArgs<scalar_t> a;
       a.B = B;

@@ -214,7 +214,7 @@ at::Tensor hidden_impl(const char* name, const at::Tensor& labels_, const at::Te
   at::Tensor flag = new_flag(W);
   const at::Tensor Wt = w_il_jm(W);  // (D, K, H, K)
   AT_DISPATCH_FLOATING_TYPES(W.scalar_type(), "deem_cuda", [&] {
-    DEEM_CUDA_DISPATCH_LABELS(labels.scalar_type(), name, [&] {
+    DEEM_DISPATCH_LABELS(labels.scalar_type(), name, [&] {
       const label_t* lp = labels.data_ptr<label_t>();
       scalar_t* op = out.data_ptr<scalar_t>();
       int* fp = flag.data_ptr<int>();

@@ -1,0 +1,156 @@
+"""``solver='bayes'``: Bayesian classifier combination by variational Bayes, its prior learned by empirical Bayes.
+
+The model is the one-hidden-unit model of ``solver='exact'`` (Dawid–Skene), with
+the confusions and the class weights treated as random:
+
+    pi ~ Dir(a_pi),   P_i(. | m) ~ Dir(off + diag * e_m),   h_n ~ pi,   v_ni ~ P_i(. | h_n).
+
+Mean-field variational Bayes keeps a Dirichlet posterior per confusion column
+and per class weight and a posterior q(h_n) per row. Where MAP EM (``'exact'``)
+plugs in each classifier's most probable confusion, the variational posterior
+scores a row with ``E[log P_i(l | m)]``, which is lower for a classifier seen on
+few rows than for one with the same rates seen on many: little evidence counts
+for less. The prior's two numbers (how strongly a classifier is believed to
+name the true class, ``diag``, and how much every cell is smoothed, ``off``) are
+not fixed: each iteration sets them to maximize the evidence lower bound
+(type-II maximum likelihood), so a crowd of reliable, prolific classifiers gets
+a weak prior and a sparse, noisy one a strong prior.
+
+Each iteration is one pass of the fused ``free_energy_backward`` op with
+``W = E[log P]`` and ``b_h = E[log pi]``: its statistics with a weight of -1 per
+row are the expected counts of the row posteriors, exactly what the Dirichlet
+updates need. On return the RBM holds ``W = E[log P]``, ``b_v = 0``,
+``b_h = E[log pi]``, so its hidden posterior *is* the variational posterior.
+"""
+from __future__ import annotations
+
+import math
+from typing import List, Tuple
+
+import numpy as np
+import torch
+from scipy.optimize import minimize
+from scipy.special import digamma, gammaln
+
+from . import ops
+from ._validation import LabelData
+from .alignment import confusion_counts
+from .rbm import RBM
+from .solvers import soft_vote_posterior
+
+# Dirichlet pseudo-count of each class in the prior of the class weights.
+CLASS_PRIOR = 1.0
+# Start of the learned confusion prior: (diag, off) pseudo-counts.
+PRIOR_START = (2.0, 1.0)
+# The learned pseudo-counts stay within these bounds.
+PRIOR_BOUNDS = (1e-3, 1e3)
+
+
+def _expected_log(alpha: torch.Tensor, dim: int) -> torch.Tensor:
+    return torch.special.digamma(alpha) - torch.special.digamma(alpha.sum(dim=dim, keepdim=True))
+
+
+def _kl_dirichlet(post: torch.Tensor, prior: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sum of KL(Dir(post) || Dir(prior)) over every distribution along ``dim``."""
+    p0, a0 = post.sum(dim=dim), prior.sum(dim=dim)
+    return (torch.lgamma(p0) - torch.lgamma(post).sum(dim=dim) - torch.lgamma(a0) + torch.lgamma(prior).sum(dim=dim)
+            + ((post - prior) * _expected_log(post, dim)).sum(dim=dim)).sum()
+
+
+def _prior_matrix(diag: float, off: float, k: int, like: torch.Tensor) -> torch.Tensor:
+    """``(K_l, K_m)`` Dirichlet parameters of every confusion column: off everywhere, diag more on l == m."""
+    return torch.full((k, k), off, dtype=like.dtype, device=like.device) + diag * torch.eye(
+        k, dtype=like.dtype, device=like.device)
+
+
+def learn_prior(expected_log_sum: np.ndarray, n_columns: int, start) -> tuple:
+    """``(diag, off)`` maximizing the prior's part of the evidence lower bound.
+
+    That part is ``sum over the D*K confusion columns of -log B(alpha) +
+    sum_l (alpha_l - 1) E[log P(l)]`` with ``alpha = off + diag * e_m``; it needs
+    only ``expected_log_sum[l, m]`` = the sum over classifiers of ``E[log P_i(l | m)]``
+    and ``n_columns`` = the number of classifiers D. L-BFGS in log space from
+    ``start``, within ``PRIOR_BOUNDS``.
+    """
+    k = expected_log_sum.shape[0]
+    eye = np.eye(k)
+    lo, hi = math.log(PRIOR_BOUNDS[0]), math.log(PRIOR_BOUNDS[1])
+
+    def negative(log_params):
+        diag, off = np.exp(log_params)
+        alpha = off + diag * eye  # (K_l, K_m)
+        value = (n_columns * (gammaln(alpha.sum(axis=0)).sum() - gammaln(alpha).sum())
+                 + ((alpha - 1) * expected_log_sum).sum())
+        grad_alpha = n_columns * (digamma(alpha.sum(axis=0))[None, :] - digamma(alpha)) + expected_log_sum
+        return -value, -np.array([np.trace(grad_alpha) * diag, grad_alpha.sum() * off])
+
+    x0 = np.clip(np.log(np.asarray(start, dtype=np.float64)), lo, hi)
+    result = minimize(negative, x0, jac=True, method="L-BFGS-B", bounds=[(lo, hi)] * 2)
+    diag, off = np.exp(result.x)
+    return float(diag), float(off)
+
+
+def train_variational(rbm: RBM, data: LabelData, max_iter: int = 1000, tol: float = 1e-8,
+                      learn: bool = True) -> Tuple[List[float], Tuple[float, float]]:
+    """Fit the variational posterior; store ``E[log P]`` and ``E[log pi]`` in ``rbm``.
+
+    Two starts, the soft and the hard majority vote; the one with the higher
+    evidence lower bound wins. Stops when no posterior-mean probability moves by
+    ``tol`` in an iteration (checked every 5 iterations) or after ``max_iter``.
+    ``learn=False`` keeps the prior at ``PRIOR_START``. Returns ``(history,
+    (diag, off))``: the negative evidence lower bound per row at each check of
+    the winning run, and its learned prior.
+    """
+    if rbm.n_hidden != 1:
+        raise ValueError("solver='bayes' needs hidden_dim=1 (one hidden unit of K states)")
+    if data.soft:
+        raise ValueError("solver='bayes' takes hard labels; for soft labels use solver='exact' (or 'auto')")
+    n, k, d = data.n_rows, rbm.n_classes, rbm.n_visible
+    dev = rbm.W.device
+    minus_one = torch.full((n,), -1.0, dtype=torch.float64, device=dev)
+    zero_bv = torch.zeros(d, k, dtype=torch.float64, device=dev)
+
+    def stats(elog_p, elog_pi):
+        out = ops.free_energy_backward(minus_one, data.values, elog_p.unsqueeze(-1).contiguous(), zero_bv,
+                                       elog_pi.unsqueeze(0).contiguous())
+        return out[-3][..., 0], out[-1][0]  # counts (K_l, K_m, D), class mass (K,)
+
+    def log_evidence(elog_p, elog_pi):
+        free = ops.free_energy(data.values, elog_p.unsqueeze(-1).contiguous(), zero_bv,
+                               elog_pi.unsqueeze(0).contiguous())
+        return -free.sum()
+
+    def run(q0):
+        diag, off = PRIOR_START
+        counts = confusion_counts(data, q0).permute(1, 2, 0)  # (K_l, K_m, D)
+        mass = q0.sum(dim=0)
+        history: List[float] = []
+        previous = None
+        for it in range(int(max_iter)):
+            post = counts + _prior_matrix(diag, off, k, counts).unsqueeze(-1)  # q(P_i(. | m)) = Dir(post[:, m, i])
+            elog_p = _expected_log(post, dim=0)
+            if learn:
+                diag, off = learn_prior(elog_p.sum(dim=2).cpu().numpy(), d, (diag, off))
+            post_pi = mass + CLASS_PRIOR
+            elog_pi = _expected_log(post_pi, dim=0)
+            mean = post / post.sum(dim=0, keepdim=True)
+            check = it % 5 == 0 or it == max_iter - 1
+            if check:
+                prior = _prior_matrix(diag, off, k, counts).unsqueeze(-1).expand_as(post)
+                elbo = (log_evidence(elog_p, elog_pi) - _kl_dirichlet(post, prior, dim=0)
+                        - _kl_dirichlet(post_pi, torch.full_like(post_pi, CLASS_PRIOR), dim=0))
+                history.append(-float(elbo) / n)
+                if previous is not None and float((mean - previous).abs().max()) < tol:
+                    break
+                previous = mean
+            counts, mass = stats(elog_p, elog_pi)
+        return -history[-1], elog_p, elog_pi, history, (diag, off)
+
+    soft = soft_vote_posterior(data).to(dev)
+    hard = torch.nn.functional.one_hot(soft.argmax(dim=1), k).double()
+    _, elog_p, elog_pi, history, prior = max((run(q0) for q0 in (soft, hard)), key=lambda fit: fit[0])
+    with torch.no_grad():
+        rbm.W.copy_(elog_p.unsqueeze(-1).to(rbm.W.dtype))
+        rbm.b_v.zero_()
+        rbm.b_h.copy_(elog_pi.unsqueeze(0).to(rbm.b_h.dtype))
+    return history, prior
