@@ -58,11 +58,12 @@ QUICK_OUT = os.path.join("/tmp", "deem-hyperparameters-quick.json")
 QUICK_RESULTS = os.path.join("/tmp", "deem-hyperparameter-search-quick.json")
 
 # Candidate configurations: name -> (overrides passed to DEEM, kinds it applies to).
-# "default" is DEEM() as shipped (solver='auto' -> exact EM: Dawid-Skene for hard labels,
-# the virtual-evidence model for soft ones).
+# "default" is DEEM() as shipped (solver='auto' -> variational Bayes for hard labels,
+# exact EM of the virtual-evidence model for soft ones).
 _PRE = dict(use_preprocessing=True, preprocessing_layers=1)
 CANDIDATES = {
     "default": ({}, ("hard", "soft")),
+    "exact-prior2": (dict(solver="exact", prior_strength=2.0), ("hard",)),
     "exact-prior0": (dict(solver="exact", prior_strength=0.0), ("hard",)),
     "exact-prior5": (dict(solver="exact", prior_strength=5.0), ("hard",)),
     "gwg-default": (dict(solver="gwg"), ("hard", "soft")),
@@ -230,8 +231,8 @@ def full_config(overrides: dict, kind: str) -> dict:
                 if p.default is not inspect.Parameter.empty}
     cfg = {key: defaults.get(key) for key in KEYS}
     cfg.update(overrides)
-    if cfg["solver"] == "auto":
-        cfg["solver"] = "exact"  # hidden_dim=1 and no preprocessing: exact for hard and soft labels
+    if cfg["solver"] == "auto":  # hidden_dim=1 and no preprocessing
+        cfg["solver"] = "bayes" if kind == "hard" else "exact"
     cfg.setdefault("scheduler", "constant")
     if cfg["scheduler"] is None:
         cfg["scheduler"] = "constant"
