@@ -9,11 +9,11 @@ from better modelling. This script fits, on each dataset folder (``answers.csv``
 all with the same settings on every dataset (nothing here looks at the gold labels
 except the final score):
 
-- ``default``: ``DEEM()`` (exact MAP EM; pooled + diagonal Dirichlet priors).
-- ``vb-bcc``: Bayesian classifier combination by mean-field variational Bayes
-  (posterior expectations of the confusions instead of their mode), prior
-  ``Dir(off + diag * e_m)`` per confusion column, the prior chosen per dataset by the
-  evidence lower bound (empirical Bayes) over a grid.
+- ``majority-vote``: ties to the smallest label.
+- ``default``: ``DEEM()`` (``solver='bayes'``: variational Bayes, prior learned by empirical Bayes).
+- ``exact-map``: ``DEEM(solver='exact')`` (MAP EM; pooled + diagonal Dirichlet priors).
+- ``vb-bcc``: the default's model with the prior chosen by the evidence lower bound over
+  a grid instead of learned continuously (an independent numpy implementation).
 - ``subtypes-M``: each class split into M subtypes with their own confusions (a hidden
   unit of K*M states summed per class; the model of "enhanced BCC", Li et al. 2019,
   for correlated workers), variational Bayes with a stick-breaking prior on the
@@ -202,7 +202,9 @@ def default(X, k):
 
 
 METHODS = {
+    "majority-vote": vote_counts,
     "default": default,
+    "exact-map": lambda X, k: DEEM(n_classes=k, solver="exact", random_state=0, device="cpu").fit(X).predict_proba(X),
     "vb-bcc": vb_bcc,
     "subtypes-3": lambda X, k: subtypes(X, k, 3),
     "subtypes-10": lambda X, k: subtypes(X, k, 10),

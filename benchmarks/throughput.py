@@ -10,7 +10,7 @@ device=...)`` and its own defaults otherwise, then predicts the same rows.
 
 - ``ours/extension``: ``deem.ops.set_backend("extension")``, the compiled kernels; each
   of ``--solvers`` (default ``gwg,auto``: the original's algorithm, and our default, which
-  runs the exact EM solver; its "epochs" are EM iterations to convergence, not ``--epochs``).
+  runs variational Bayes on hard labels; its "epochs" are iterations to convergence, not ``--epochs``).
 - ``ours/reference``: ``deem.ops.set_backend("reference")``, their plain-PyTorch twins.
 - ``original``: ``deem==0.2.0`` in another interpreter (``--original-python``), through
   ``benchmarks/_original_runner.py`` run with ``-I`` so this repository cannot shadow it.
@@ -238,7 +238,7 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--solvers", default="gwg,auto",
                     help="our solvers to time: gwg is the original's algorithm (sampler-based PCD, "
-                         "sampler_steps GWG steps per update); auto, the default, runs the exact EM solver")
+                         "sampler_steps GWG steps per update); auto, the default, runs variational Bayes (hard labels)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads on cpu (0: torch's default)")
     ap.add_argument("--predict-repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0, help="seed of the synthetic data")

@@ -39,15 +39,19 @@ def _probability_change(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) ->
 
 
 def squarem(em_step: EMStep, theta: Params, normalize: Callable[[Params], Params], max_iter: int,
-            tol: float, check_every: int = 5) -> Tuple[Params, List[float], float, int]:
+            tol: float, check_every: int = 5,
+            distance: Optional[Callable[[Params, Params], torch.Tensor]] = None) -> Tuple[Params, List[float], float, int]:
     """Iterate ``em_step`` with SQUAREM from ``theta`` until one EM step moves no probability by ``tol``.
 
     ``normalize`` maps an extrapolated point back to valid parameters.
+    ``distance(a, b)`` measures one EM step for the stopping test (default: the
+    largest absolute change of any parameter, right for probabilities).
     ``max_iter`` bounds the number of EM-map evaluations (each SQUAREM cycle
     costs three). Returns ``(theta, history, objective, evaluations)``: ``history``
     is the mean negative log-likelihood at the start of every checked cycle and at
     the end, ``objective`` the objective at the returned ``theta``.
     """
+    distance = distance or _probability_change
     history: List[float] = []
     evaluations = 0
     step_max = 1.0
@@ -58,7 +62,7 @@ def squarem(em_step: EMStep, theta: Params, normalize: Callable[[Params], Params
         evaluations += 1
         if check:
             history.append(float(nll0))
-            if float(_probability_change(theta1, theta)) < tol:
+            if float(distance(theta1, theta)) < tol:
                 theta = theta1
                 break
         if evaluations + 2 > max_iter:

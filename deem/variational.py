@@ -37,6 +37,7 @@ from ._validation import LabelData
 from .alignment import confusion_counts
 from .rbm import RBM
 from .solvers import soft_vote_posterior
+from .squarem import squarem
 
 # Dirichlet pseudo-count of each class in the prior of the class weights.
 CLASS_PRIOR = 1.0
@@ -95,11 +96,13 @@ def train_variational(rbm: RBM, data: LabelData, max_iter: int = 1000, tol: floa
     """Fit the variational posterior; store ``E[log P]`` and ``E[log pi]`` in ``rbm``.
 
     Two starts, the soft and the hard majority vote; the one with the higher
-    evidence lower bound wins. Stops when no posterior-mean probability moves by
-    ``tol`` in an iteration (checked every 5 iterations) or after ``max_iter``.
+    evidence lower bound wins. The iteration runs under SQUAREM (the bound is
+    its objective); it stops when one iteration moves no posterior-mean
+    probability by ``tol`` (checked every 5 cycles) or after ``max_iter`` iterations.
     ``learn=False`` keeps the prior at ``PRIOR_START``. Returns ``(history,
     (diag, off))``: the negative evidence lower bound per row at each check of
-    the winning run, and its learned prior.
+    the winning run, and its learned prior. The prior returned is the one the
+    final posteriors were computed with.
     """
     if rbm.n_hidden != 1:
         raise ValueError("solver='bayes' needs hidden_dim=1 (one hidden unit of K states)")
@@ -120,31 +123,46 @@ def train_variational(rbm: RBM, data: LabelData, max_iter: int = 1000, tol: floa
                                elog_pi.unsqueeze(0).contiguous())
         return -free.sum()
 
+    lo, hi = math.log(PRIOR_BOUNDS[0]), math.log(PRIOR_BOUNDS[1])
+
+    def posterior(theta):
+        counts, mass, log_prior = theta
+        diag, off = (float(x) for x in log_prior.exp())
+        return counts + _prior_matrix(diag, off, k, counts).unsqueeze(-1), mass + CLASS_PRIOR
+
+    # theta = (expected counts (K_l, K_m, D), class mass (K,), log (diag, off)): one iteration
+    # sets the Dirichlet posteriors from them, the prior by empirical Bayes, and the row
+    # posteriors (through the fused op) that give the next expected counts.
+    def em_step(theta, need_objective):
+        post, post_pi = posterior(theta)
+        elog_p, elog_pi = _expected_log(post, dim=0), _expected_log(post_pi, dim=0)
+        diag, off = (float(x) for x in theta[2].exp())
+        if learn:
+            diag, off = learn_prior(elog_p.sum(dim=2).cpu().numpy(), d, (diag, off))
+        counts, mass = stats(elog_p, elog_pi)
+        new_theta = (counts, mass, torch.tensor([math.log(diag), math.log(off)], dtype=torch.float64, device=dev))
+        if not need_objective:
+            return new_theta, None, None
+        prior = _prior_matrix(diag, off, k, post).unsqueeze(-1).expand_as(post)
+        elbo = (log_evidence(elog_p, elog_pi) - _kl_dirichlet(post, prior, dim=0)
+                - _kl_dirichlet(post_pi, torch.full_like(post_pi, CLASS_PRIOR), dim=0))
+        return new_theta, elbo, -elbo / n
+
+    def normalize(theta):
+        counts, mass, log_prior = theta
+        return counts.clamp(min=0.0), mass.clamp(min=0.0), log_prior.clamp(lo, hi)
+
+    def distance(a, b):  # largest move of a posterior-mean probability
+        pa, pb = posterior(a)[0], posterior(b)[0]
+        return (pa / pa.sum(dim=0, keepdim=True) - pb / pb.sum(dim=0, keepdim=True)).abs().max()
+
     def run(q0):
-        diag, off = PRIOR_START
-        counts = confusion_counts(data, q0).permute(1, 2, 0)  # (K_l, K_m, D)
-        mass = q0.sum(dim=0)
-        history: List[float] = []
-        previous = None
-        for it in range(int(max_iter)):
-            post = counts + _prior_matrix(diag, off, k, counts).unsqueeze(-1)  # q(P_i(. | m)) = Dir(post[:, m, i])
-            elog_p = _expected_log(post, dim=0)
-            if learn:
-                diag, off = learn_prior(elog_p.sum(dim=2).cpu().numpy(), d, (diag, off))
-            post_pi = mass + CLASS_PRIOR
-            elog_pi = _expected_log(post_pi, dim=0)
-            mean = post / post.sum(dim=0, keepdim=True)
-            check = it % 5 == 0 or it == max_iter - 1
-            if check:
-                prior = _prior_matrix(diag, off, k, counts).unsqueeze(-1).expand_as(post)
-                elbo = (log_evidence(elog_p, elog_pi) - _kl_dirichlet(post, prior, dim=0)
-                        - _kl_dirichlet(post_pi, torch.full_like(post_pi, CLASS_PRIOR), dim=0))
-                history.append(-float(elbo) / n)
-                if previous is not None and float((mean - previous).abs().max()) < tol:
-                    break
-                previous = mean
-            counts, mass = stats(elog_p, elog_pi)
-        return -history[-1], elog_p, elog_pi, history, (diag, off)
+        start = torch.tensor([math.log(x) for x in PRIOR_START], dtype=torch.float64, device=dev)
+        theta0 = (confusion_counts(data, q0).permute(1, 2, 0).contiguous(), q0.sum(dim=0), start)
+        theta, history, elbo, _ = squarem(em_step, theta0, normalize, int(max_iter), tol, distance=distance)
+        post, post_pi = posterior(theta)
+        diag, off = (float(x) for x in theta[2].exp())
+        return elbo, _expected_log(post, dim=0), _expected_log(post_pi, dim=0), history, (diag, off)
 
     soft = soft_vote_posterior(data).to(dev)
     hard = torch.nn.functional.one_hot(soft.argmax(dim=1), k).double()
