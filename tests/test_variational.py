@@ -137,3 +137,12 @@ def test_confusion_is_normalized_and_close_to_the_truth():
         np.add.at(empirical[i], (y[ok], X[ok, i]), 1)
     empirical /= empirical.sum(axis=2, keepdims=True)
     assert np.abs(conf - empirical).max() < 0.05
+
+
+def test_fit_on_each_device_matches_the_cpu_fit(crowd, device):
+    X, _ = crowd
+    reference = DEEM(device="cpu").fit(X)
+    model = DEEM(device=device).fit(X)
+    assert model.solver_ == "bayes"
+    np.testing.assert_allclose(model.predict_proba(X), reference.predict_proba(X), atol=1e-5)
+    assert model.variational_prior_["diag"] == pytest.approx(reference.variational_prior_["diag"], rel=1e-6)
