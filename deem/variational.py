@@ -19,7 +19,8 @@ a weak prior and a sparse, noisy one a strong prior.
 Each iteration is one pass of the fused ``free_energy_backward`` op with
 ``W = E[log P]`` and ``b_h = E[log pi]``: its statistics with a weight of -1 per
 row are the expected counts of the row posteriors, exactly what the Dirichlet
-updates need. On return the RBM holds ``W = E[log P]``, ``b_v = 0``,
+updates need (the bound itself, which SQUAREM reads twice per cycle, is one
+pass of ``free_energy``). On return the RBM holds ``W = E[log P]``, ``b_v = 0``,
 ``b_h = E[log pi]``, so its hidden posterior *is* the variational posterior.
 """
 from __future__ import annotations
