@@ -41,24 +41,18 @@ from scipy.special import betaln, digamma, gammaln
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
+sys.path.insert(0, HERE)
+from accuracy import load_dataset, to_wide  # noqa: E402
+
 from deem import DEEM  # noqa: E402
-from deem.datasets import load_crowd_folder  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- data
-def to_matrix(answers, truth):
-    """Dense (tasks, workers) labels with -1 missing, gold labels (-1 where none), K."""
-    tasks = np.array(sorted(answers.task.unique(), key=str))
-    workers = np.array(sorted(answers.worker.unique(), key=str))
-    t_idx = {t: i for i, t in enumerate(tasks)}
-    w_idx = {w: i for i, w in enumerate(workers)}
-    k = int(answers.label.max()) + 1
-    X = -np.ones((len(tasks), len(workers)), dtype=np.int64)
-    X[answers.task.map(t_idx).to_numpy(), answers.worker.map(w_idx).to_numpy()] = answers.label.to_numpy()
-    y = -np.ones(len(tasks), dtype=np.int64)
-    gold = truth.reindex(tasks)
-    ok = gold.notna().to_numpy()
-    y[ok] = gold.to_numpy()[ok].astype(np.int64)
+def to_matrix(folder):
+    """Dense (tasks, workers) labels with -1 missing, gold labels (-1 where none), K (accuracy.py's loaders)."""
+    answers, gold, k = load_dataset(folder)
+    tasks, X = to_wide(answers)
+    y = gold.reindex(tasks).fillna(-1).to_numpy().astype(np.int64)
     return X, y, k
 
 
@@ -227,7 +221,7 @@ def main(argv=None):
     names = sorted(n for n in os.listdir(args.datasets_dir)
                    if os.path.exists(os.path.join(args.datasets_dir, n, "answers.csv")))
     for name in names:
-        X, y, k = to_matrix(*load_crowd_folder(os.path.join(args.datasets_dir, name)))
+        X, y, k = to_matrix(os.path.join(args.datasets_dir, name))
         for method in methods:
             start = time.perf_counter()
             acc = accuracy(METHODS[method](X, k), X, y, k)

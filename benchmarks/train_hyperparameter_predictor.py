@@ -385,6 +385,24 @@ def build_bundle(records, names, kinds_available, metadata=None):
     return bundle
 
 
+def _comparison(baseline_acc, predicted_acc, oracle_acc, chosen, baseline_name, baseline, worst_key, best_key=None):
+    """Summary of predicted vs baseline accuracy over datasets (the keys the bundle's metadata uses)."""
+    diff = np.asarray(predicted_acc) - np.asarray(baseline_acc)
+    out = {
+        "n_datasets": len(diff),
+        "mean_accuracy_predicted": round(float(np.mean(predicted_acc)), 5),
+        f"mean_accuracy_{baseline}": round(float(np.mean(baseline_acc)), 5),
+        "mean_accuracy_oracle": round(float(np.mean(oracle_acc)), 5),
+        "n_predicted_non_default": int(sum(c != baseline_name for c in chosen)),
+        f"n_worse_than_{baseline}_by_over_1_point": int((diff < -0.01).sum()),
+        f"n_better_than_{baseline}_by_over_1_point": int((diff > 0.01).sum()),
+        worst_key: round(float(diff.min()), 5),
+    }
+    if best_key:
+        out[best_key] = round(float(diff.max()), 5)
+    return out
+
+
 def leave_one_out(records, names, kinds_available):
     """Per kind: mean accuracy of the LOO-predicted config, the default, the best per dataset."""
     from deem.autotune import Predictor
@@ -406,34 +424,16 @@ def leave_one_out(records, names, kinds_available):
         sampler_rows.append((rec["accuracy"]["gwg-default"], rec["accuracy"][gwg_name],
                              max(a for n, a in rec["accuracy"].items() if CANDIDATES[n][0].get("solver") == "gwg"),
                              gwg_name))
-    out = {}
-    diff = np.array([r[1] - r[0] for r in sampler_rows])
-    out["solver_gwg_fixed"] = {} if not sampler_rows else dict(
-        n_datasets=len(sampler_rows),
-        mean_accuracy_predicted=round(float(np.mean([r[1] for r in sampler_rows])), 5),
-        mean_accuracy_gwg_defaults=round(float(np.mean([r[0] for r in sampler_rows])), 5),
-        mean_accuracy_oracle=round(float(np.mean([r[2] for r in sampler_rows])), 5),
-        n_predicted_non_default=int(sum(r[3] != "gwg-default" for r in sampler_rows)),
-        n_worse_than_gwg_defaults_by_over_1_point=int((diff < -0.01).sum()),
-        n_better_than_gwg_defaults_by_over_1_point=int((diff > 0.01).sum()),
-        worst_difference=round(float(diff.min()), 5),
-    )
+    out = {"solver_gwg_fixed": {} if not sampler_rows else _comparison(
+        [r[0] for r in sampler_rows], [r[1] for r in sampler_rows], [r[2] for r in sampler_rows],
+        [r[3] for r in sampler_rows], "gwg-default", baseline="gwg_defaults", worst_key="worst_difference")}
     for kind in ("hard", "soft", "all"):
         sel = [r for r in rows if kind in ("all", r[0])]
-        if not sel:
-            continue
-        diff = np.array([r[2] - r[1] for r in sel])
-        out[kind] = dict(
-            n_datasets=len(sel),
-            mean_accuracy_predicted=round(float(np.mean([r[2] for r in sel])), 5),
-            mean_accuracy_default=round(float(np.mean([r[1] for r in sel])), 5),
-            mean_accuracy_oracle=round(float(np.mean([r[3] for r in sel])), 5),
-            n_predicted_non_default=int(sum(r[4] != "default" for r in sel)),
-            n_worse_than_default_by_over_1_point=int((diff < -0.01).sum()),
-            n_better_than_default_by_over_1_point=int((diff > 0.01).sum()),
-            worst_difference_to_default=round(float(diff.min()), 5),
-            best_difference_to_default=round(float(diff.max()), 5),
-        )
+        if sel:
+            out[kind] = _comparison([r[1] for r in sel], [r[2] for r in sel], [r[3] for r in sel],
+                                    [r[4] for r in sel], "default", baseline="default",
+                                    worst_key="worst_difference_to_default",
+                                    best_key="best_difference_to_default")
     return out
 
 

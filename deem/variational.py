@@ -127,17 +127,17 @@ def train_variational(rbm: RBM, data: LabelData, max_iter: int = 1000, tol: floa
     lo, hi = math.log(PRIOR_BOUNDS[0]), math.log(PRIOR_BOUNDS[1])
 
     def posterior(theta):
+        """Dirichlet posteriors of the confusions and class weights, and the prior ``(diag, off)``."""
         counts, mass, log_prior = theta
         diag, off = (float(x) for x in log_prior.exp())
-        return counts + _prior_matrix(diag, off, k, counts).unsqueeze(-1), mass + CLASS_PRIOR
+        return counts + _prior_matrix(diag, off, k, counts).unsqueeze(-1), mass + CLASS_PRIOR, (diag, off)
 
     # theta = (expected counts (K_l, K_m, D), class mass (K,), log (diag, off)): one iteration
     # sets the Dirichlet posteriors from them, the prior by empirical Bayes, and the row
     # posteriors (through the fused op) that give the next expected counts.
     def em_step(theta, need_objective):
-        post, post_pi = posterior(theta)
+        post, post_pi, (diag, off) = posterior(theta)
         elog_p, elog_pi = _expected_log(post, dim=0), _expected_log(post_pi, dim=0)
-        diag, off = (float(x) for x in theta[2].exp())
         if learn:
             diag, off = learn_prior(elog_p.sum(dim=2).cpu().numpy(), d, (diag, off))
         counts, mass = stats(elog_p, elog_pi)
@@ -161,9 +161,8 @@ def train_variational(rbm: RBM, data: LabelData, max_iter: int = 1000, tol: floa
         start = torch.tensor([math.log(x) for x in PRIOR_START], dtype=torch.float64, device=dev)
         theta0 = (confusion_counts(data, q0).permute(1, 2, 0).contiguous(), q0.sum(dim=0), start)
         theta, history, elbo, _ = squarem(em_step, theta0, normalize, int(max_iter), tol, distance=distance)
-        post, post_pi = posterior(theta)
-        diag, off = (float(x) for x in theta[2].exp())
-        return elbo, _expected_log(post, dim=0), _expected_log(post_pi, dim=0), history, (diag, off)
+        post, post_pi, prior = posterior(theta)
+        return elbo, _expected_log(post, dim=0), _expected_log(post_pi, dim=0), history, prior
 
     soft = soft_vote_posterior(data).to(dev)
     hard = torch.nn.functional.one_hot(soft.argmax(dim=1), k).double()
