@@ -272,10 +272,13 @@ def main(argv=None) -> int:
         folders = wanted
 
     results: dict = {}
+    loaded_configs: dict = {}  # our configurations named in the loaded files' metadata
     for path in args.load:
         with open(path) as f:
-            for d, by_method in json.load(f)["results"].items():
-                results.setdefault(d, {}).update(by_method)
+            loaded = json.load(f)
+        for d, by_method in loaded["results"].items():
+            results.setdefault(d, {}).update(by_method)
+        loaded_configs.update(loaded.get("meta", {}).get("ours_configs", {}))
 
     def log(msg):
         if not args.quiet:
@@ -284,7 +287,7 @@ def main(argv=None) -> int:
     def save():
         if args.json:
             meta = {"python": sys.version.split()[0], "platform": platform.platform(),
-                    "seeds": seeds, "ours_configs": ours, "threads_original": args.threads}
+                    "seeds": seeds, "ours_configs": {**loaded_configs, **ours}, "threads_original": args.threads}
             tmp = args.json + ".tmp"
             with open(tmp, "w") as f:
                 json.dump({"meta": meta, "results": results}, f, indent=2)

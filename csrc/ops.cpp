@@ -32,6 +32,9 @@ TORCH_LIBRARY(deem, m) {
   m.def("cd_grad_soft(Tensor pos, Tensor neg, Tensor W, Tensor b_v, Tensor b_h, bool sample_hidden, int seed, int offset) -> (Tensor, Tensor, Tensor, Tensor)");
   // n_steps Gibbs-with-Gradients Metropolis-Hastings steps on every chain, in place.
   m.def("gwg_steps(Tensor(a!) chains, Tensor W, Tensor b_v, Tensor b_h, int n_steps, int seed, int offset) -> Tensor");
+  // n_steps discrete-Langevin (DLP) Metropolis-Hastings steps on every chain, in place:
+  // every present coordinate proposes a move at once.
+  m.def("dlp_steps(Tensor(a!) chains, Tensor W, Tensor b_v, Tensor b_h, float step_size, int n_steps, int seed, int offset) -> Tensor");
   // Exact log Z of the complete-data model (sum over the K^H hidden configurations).
   m.def("log_partition(Tensor W, Tensor b_v, Tensor b_h) -> Tensor");
 }

@@ -19,7 +19,7 @@ from .soft_evidence import posterior_soft_evidence, train_soft_evidence
 from .solvers import SCHEDULERS, TrainConfig, train_exact, train_pcd
 from .variational import train_variational
 
-SOLVERS = ("auto", "bayes", "exact", "gwg")
+SOLVERS = ("auto", "bayes", "exact", "gwg", "dlp")
 # What auto_hyperparameters may predict (when left at their defaults).
 PREDICTABLE = (
     "solver", "epochs", "batch_size", "learning_rate", "momentum", "init_method", "scheduler",
@@ -177,7 +177,7 @@ class DEEM(BaseEstimator):
                 epochs=int(hp["epochs"]), batch_size=int(hp["batch_size"]),
                 learning_rate=float(hp["learning_rate"]), momentum=float(hp["momentum"]),
                 cd_k=int(self.cd_k), sampler_steps=int(self.sampler_steps),
-                deterministic=bool(self.deterministic), scheduler=hp["scheduler"],
+                deterministic=bool(self.deterministic), scheduler=hp["scheduler"], sampler=solver,
             )
             initialize(rbm, visible, init_method, self.use_weighted, host_gen, float(hp["prior_strength"]))
             progress = _progress_bar("DEEM fit") if verbose else None
@@ -225,7 +225,8 @@ class DEEM(BaseEstimator):
         # best sampler settings, use_preprocessing=True for the best layered ones); any other value
         # the user set is simply kept.
         fixed = {name: hp[name] for name in STRUCTURAL if not _same(getattr(self, name), defaults[name])}
-        if self.hidden_dim != 1:
+        if self.hidden_dim != 1 or fixed.get("solver") == "dlp":
+            # The predictor was trained on GWG runs; its sampler settings are DLP's best guess too.
             fixed["solver"] = "gwg"
         predictor = load_predictor(self.model_dir)
         index, reason = predictor.choose(features, fixed)

@@ -24,7 +24,7 @@ __all__ = [
     "HAS_EXTENSION", "reference", "set_backend", "get_backend", "use_reference",
     "hidden_logits", "hidden_probs", "hidden_logits_soft", "hidden_probs_soft",
     "energy", "free_energy", "free_energy_soft", "free_energy_backward", "free_energy_soft_backward",
-    "cd_grad", "cd_grad_soft", "gwg_steps", "log_partition",
+    "cd_grad", "cd_grad_soft", "gwg_steps", "dlp_steps", "log_partition",
 ]
 
 try:
@@ -175,6 +175,13 @@ def gwg_steps(chains, W, b_v, b_h, n_steps=1, seed=0, offset=0):
     return reference.gwg_steps(chains, W, b_v, b_h, int(n_steps), int(seed), int(offset))
 
 
+def dlp_steps(chains, W, b_v, b_h, step_size=1.0, n_steps=1, seed=0, offset=0):
+    """n_steps discrete-Langevin MH steps on every chain (B, D), in place; returns the accepted counts (B,) int32."""
+    if _ext("dlp_steps", W):
+        return torch.ops.deem.dlp_steps(chains, W, b_v, b_h, float(step_size), int(n_steps), int(seed), int(offset))
+    return reference.dlp_steps(chains, W, b_v, b_h, float(step_size), int(n_steps), int(seed), int(offset))
+
+
 def log_partition(W, b_v, b_h):
     """Exact log Z (0-dim) of the complete-data model."""
     if _ext("log_partition", W):
@@ -236,6 +243,10 @@ def _register() -> None:
 
     @torch.library.register_fake(lib + "gwg_steps")
     def _(chains, W, b_v, b_h, n_steps, seed, offset):
+        return new(chains, (chains.shape[0],), dtype=torch.int32)
+
+    @torch.library.register_fake(lib + "dlp_steps")
+    def _(chains, W, b_v, b_h, step_size, n_steps, seed, offset):
         return new(chains, (chains.shape[0],), dtype=torch.int32)
 
     @torch.library.register_fake(lib + "log_partition")

@@ -1,5 +1,7 @@
-"""The persistent chains of the negative phase, advanced by the fused GWG op."""
+"""The persistent chains of the negative phase, advanced by the fused GWG or DLP op."""
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -9,6 +11,16 @@ from .rbm import RBM
 
 # Share of the chains restarted from data at each update (the rest persist).
 RESTART_FRACTION = 0.05
+SAMPLERS = ("gwg", "dlp")
+# DLP's step size adapts toward this Metropolis-Hastings acceptance rate, from
+# this start, reading the acceptance once every DLP_ADAPT_EVERY updates (one host
+# sync). 0.7: on fitted RBMs of 10-100 dense classifiers the lag-4 and lag-16
+# autocorrelations of f(x) were lowest at step sizes accepting 0.65-0.8
+# (benchmarks/samplers.py).
+DLP_TARGET_ACCEPTANCE = 0.7
+DLP_INITIAL_STEP = 1.0
+DLP_ADAPT_EVERY = 10
+DLP_STEP_BOUNDS = (1e-2, 1e3)
 
 
 def hard_from(data: LabelData, generator: torch.Generator) -> torch.Tensor:
@@ -28,8 +40,12 @@ def hard_from(data: LabelData, generator: torch.Generator) -> torch.Tensor:
     return drawn.to(label_dtype(data.n_classes))
 
 
-class PersistentGWG:
-    """Gibbs-with-Gradients chains over the visible states, kept across updates.
+class PersistentChains:
+    """Chains over the visible states, kept across updates, moved by ``kind``'s sampler.
+
+    ``"gwg"``: Gibbs-with-Gradients, one coordinate per Metropolis-Hastings step;
+    ``"dlp"``: the discrete Langevin proposal, every coordinate at once per step,
+    with a step size adapted toward ``DLP_TARGET_ACCEPTANCE``.
 
     The buffer is seeded from the first batch. Each update restarts about
     ``RESTART_FRACTION`` of the chains from rows of the current batch, then runs
@@ -38,7 +54,14 @@ class PersistentGWG:
     model on that row's observed classifiers only.
     """
 
-    def __init__(self, first_batch: LabelData, generator: torch.Generator, seed: int):
+    def __init__(self, first_batch: LabelData, generator: torch.Generator, seed: int, kind: str = "gwg"):
+        if kind not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {SAMPLERS}; got {kind!r}")
+        self.kind = kind
+        self.step_size = DLP_INITIAL_STEP
+        self._window = torch.zeros((), dtype=torch.int64, device=first_batch.values.device)
+        self._window_proposed = 0
+        self._updates = 0
         self.generator = generator
         self.seed = seed
         self.offset = 0  # Philox step counter, advanced on the host: no device sync
@@ -56,11 +79,32 @@ class PersistentGWG:
 
     def step(self, rbm: RBM, n_steps: int) -> torch.Tensor:
         with torch.no_grad():
-            acc = ops.gwg_steps(self.chains, rbm.W, rbm.b_v, rbm.b_h, n_steps=n_steps, seed=self.seed, offset=self.offset)
+            if self.kind == "gwg":
+                acc = ops.gwg_steps(self.chains, rbm.W, rbm.b_v, rbm.b_h, n_steps=n_steps, seed=self.seed,
+                                    offset=self.offset)
+            else:
+                acc = ops.dlp_steps(self.chains, rbm.W, rbm.b_v, rbm.b_h, step_size=self.step_size,
+                                    n_steps=n_steps, seed=self.seed, offset=self.offset)
         self.offset += n_steps
-        self.accepted += acc.sum()
+        total = acc.sum()
+        self.accepted += total
         self.proposed += n_steps * self.chains.shape[0]
+        if self.kind == "dlp":
+            self._adapt(total, n_steps * self.chains.shape[0])
         return self.chains
+
+    def _adapt(self, accepted: torch.Tensor, proposed: int) -> None:
+        """Multiplicative step-size update from the last DLP_ADAPT_EVERY updates' acceptance rate."""
+        self._window += accepted
+        self._window_proposed += proposed
+        self._updates += 1
+        if self._updates % DLP_ADAPT_EVERY or not self._window_proposed:
+            return
+        rate = float(self._window) / self._window_proposed
+        lo, hi = DLP_STEP_BOUNDS
+        self.step_size = min(hi, max(lo, self.step_size * math.exp(2.0 * (rate - DLP_TARGET_ACCEPTANCE))))
+        self._window.zero_()
+        self._window_proposed = 0
 
     def acceptance_rate(self) -> float:
         return float(self.accepted) / max(self.proposed, 1)

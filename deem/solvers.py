@@ -1,4 +1,4 @@
-"""Training loops. ``gwg``: persistent contrastive divergence with a GWG sampler."""
+"""Training loops. ``gwg``/``dlp``: persistent contrastive divergence with a GWG or DLP sampler."""
 from __future__ import annotations
 
 import math
@@ -12,7 +12,7 @@ from ._validation import LabelData
 from .alignment import confusion_counts, vote_counts
 from .preprocessing import Preprocessor
 from .rbm import RBM
-from .samplers import PersistentGWG
+from .samplers import PersistentChains
 from .squarem import squarem
 
 
@@ -36,6 +36,7 @@ class TrainConfig:
     sampler_steps: int
     deterministic: bool
     scheduler: str = "constant"
+    sampler: str = "gwg"
 
 
 def learning_rate_at(cfg: TrainConfig, epoch: int) -> float:
@@ -67,7 +68,7 @@ def train_pcd(
     """Persistent CD: returns the loss (mean free energy of data minus chains) per epoch.
 
     Each update: restart ~5% of the chains from the batch, advance all chains by
-    ``sampler_steps`` GWG steps in one kernel call, take the fused CD gradient
+    ``sampler_steps`` steps of ``cfg.sampler`` (GWG or DLP) in one kernel call, take the fused CD gradient
     (with ``deterministic=False``, averaged over ``cd_k`` draws of the hidden
     units), pin the gauge, and take an SGD step. Everything stays on the
     data's device; the only host sync is the loss once per epoch.
@@ -108,7 +109,7 @@ def train_pcd(
                 transformed = preprocessor(batch, device_generator)
                 batch = LabelData(transformed.values.detach(), True, batch.n_classes)
             if sampler is None:
-                sampler = PersistentGWG(batch, device_generator, seed)
+                sampler = PersistentChains(batch, device_generator, seed, cfg.sampler)
             else:
                 sampler.restart_from(batch)
             chains = sampler.step(rbm, n_steps)
@@ -141,7 +142,8 @@ def train_pcd(
             epoch_loss += loss.double() * batch.n_rows
         history.append(float(epoch_loss) / n)
         if progress is not None and hasattr(epochs, "set_postfix"):
-            epochs.set_postfix(loss=f"{history[-1]:.4f}", accept=f"{sampler.acceptance_rate():.2f}")
+            extra = {"step": f"{sampler.step_size:.3g}"} if sampler.kind == "dlp" else {}
+            epochs.set_postfix(loss=f"{history[-1]:.4f}", accept=f"{sampler.acceptance_rate():.2f}", **extra)
     if preprocessor is not None:
         preprocessor.eval()
     return history

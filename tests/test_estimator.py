@@ -26,7 +26,7 @@ def mv_accuracy(X, y):
     return float(np.mean(majority_vote(check_labels(X)).numpy() == y))
 
 
-@pytest.mark.parametrize("solver", ["gwg", "exact"])
+@pytest.mark.parametrize("solver", ["gwg", "dlp", "exact"])
 def test_beats_majority_vote_on_dawid_skene_with_missing(device, crowd, solver):
     X, y = crowd
     model = DEEM(n_classes=3, solver=solver, epochs=20, random_state=0, device=device).fit(X)
@@ -225,10 +225,11 @@ def test_verbose_shows_progress(crowd, capsys):
     assert "DEEM fit" in capsys.readouterr().err
 
 
-def test_fit_goes_through_the_fused_ops(crowd, monkeypatch):
+@pytest.mark.parametrize("solver", ["gwg", "dlp"])
+def test_fit_goes_through_the_fused_ops(crowd, monkeypatch, solver):
     X, _ = crowd
     calls = {}
-    for name in ("gwg_steps", "cd_grad", "hidden_probs"):
+    for name in ("gwg_steps", "dlp_steps", "cd_grad", "hidden_probs"):
         original = getattr(ops, name)
 
         def counted(*a, _name=name, _f=original, **k):
@@ -236,5 +237,7 @@ def test_fit_goes_through_the_fused_ops(crowd, monkeypatch):
             return _f(*a, **k)
 
         monkeypatch.setattr(ops, name, counted)
-    small().fit(X).predict(X)
-    assert calls["gwg_steps"] == calls["cd_grad"] > 0 and calls["hidden_probs"] > 0
+    small(solver=solver).fit(X).predict(X)
+    other = "dlp" if solver == "gwg" else "gwg"
+    assert calls[f"{solver}_steps"] == calls["cd_grad"] > 0 and calls["hidden_probs"] > 0
+    assert f"{other}_steps" not in calls

@@ -251,36 +251,55 @@ def test_thread_count_independence(restore_threads):
         torch.set_num_threads(n)
         ch = neg.clone()
         acc = torch.ops.deem.gwg_steps(ch, W, b_v, b_h, 5, 3, 0)
+        ch_dlp = neg.clone()
+        acc_dlp = torch.ops.deem.dlp_steps(ch_dlp, W, b_v, b_h, 0.5, 5, 3, 0)
         outs.append(
             as_tuple(torch.ops.deem.cd_grad(pos, neg, W, b_v, b_h, False, 0, 0))
             + as_tuple(torch.ops.deem.cd_grad(pos, neg, W, b_v, b_h, True, 1, 2))
             + as_tuple(torch.ops.deem.cd_grad_soft(v, neg, W, b_v, b_h, True, 1, 2))
             + as_tuple(torch.ops.deem.free_energy_backward(grad, pos, W, b_v, b_h))
             + as_tuple(torch.ops.deem.free_energy_soft_backward(grad[:1300], v, W, b_v, b_h))
-            + (torch.ops.deem.free_energy(pos, W, b_v, b_h), torch.ops.deem.log_partition(W, b_v, b_h), ch, acc)
+            + (torch.ops.deem.free_energy(pos, W, b_v, b_h), torch.ops.deem.log_partition(W, b_v, b_h), ch, acc,
+               ch_dlp, acc_dlp)
         )
     for p, q in zip(*outs):
         assert torch.equal(p, q)
 
 
-# ----------------------------------------------------------------------------- GWG
+# ----------------------------------------------------------------------------- GWG and DLP samplers
+
+DLP_STEP = 0.7
+# Each sampler op and its twin with one signature: (chains, W, b_v, b_h, n_steps, seed, offset).
+SAMPLER_OPS = {
+    "gwg": (lambda c, W, bv, bh, n, s, o: torch.ops.deem.gwg_steps(c, W, bv, bh, n, s, o),
+            lambda c, W, bv, bh, n, s, o: R.gwg_steps(c, W, bv, bh, n, s, o)),
+    "dlp": (lambda c, W, bv, bh, n, s, o: torch.ops.deem.dlp_steps(c, W, bv, bh, DLP_STEP, n, s, o),
+            lambda c, W, bv, bh, n, s, o: R.dlp_steps(c, W, bv, bh, DLP_STEP, n, s, o)),
+}
+
+
+@pytest.fixture(params=sorted(SAMPLER_OPS))
+def sampler(request):
+    return SAMPLER_OPS[request.param]
+
 
 @pytest.mark.parametrize("K,D,H", [(2, 4, 1), (5, 6, 3), (5, 30, 1), (3, 3, 2)])
 @pytest.mark.parametrize("ldtype", LABEL_DTYPES)
-def test_gwg_chains_identical_to_twin_float64(device, K, D, H, ldtype):
+def test_sampler_chains_identical_to_twin_float64(device, sampler, K, D, H, ldtype):
+    op, twin = sampler
     W, b_v, b_h = params(K, D, H, torch.float64, scale=1.0)
     x = labels(64, D, K, ldtype, p_missing=0.3)
     c_op = x.clone().to(device)
-    acc = torch.ops.deem.gwg_steps(c_op, *to((W, b_v, b_h), device), 25, 42, 1000).cpu()
+    acc = op(c_op, *to((W, b_v, b_h), device), 25, 42, 1000).cpu()
     c_ref = x.clone()
-    acc_ref = R.gwg_steps(c_ref, W, b_v, b_h, 25, 42, 1000)
+    acc_ref = twin(c_ref, W, b_v, b_h, 25, 42, 1000)
     assert acc.dtype == torch.int32 and acc.shape == (64,)
     assert c_op.dtype == ldtype
     assert torch.equal(c_op.cpu(), c_ref)
     assert torch.equal(acc, acc_ref)
     if device != "cpu":
         c_cpu = x.clone()
-        assert torch.equal(torch.ops.deem.gwg_steps(c_cpu, W, b_v, b_h, 25, 42, 1000), acc)
+        assert torch.equal(op(c_cpu, W, b_v, b_h, 25, 42, 1000), acc)
         assert torch.equal(c_cpu, c_ref)
     # missing entries stay missing, the rest stays in range; chains do move
     assert torch.equal(c_ref < 0, x < 0)
@@ -289,63 +308,67 @@ def test_gwg_chains_identical_to_twin_float64(device, K, D, H, ldtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_gwg_offsets_compose(device, dtype):
+def test_sampler_offsets_compose(device, sampler, dtype):
     """n steps at offset o then m steps at o + n == n + m steps at o (the state is recomputed per call)."""
+    op, twin = sampler
     K, D, H = 5, 10, 2
     W, b_v, b_h = to(params(K, D, H, dtype), device)
     x = labels(50, D, K).to(device)
     a = x.clone()
-    n1 = torch.ops.deem.gwg_steps(a, W, b_v, b_h, 7, 9, 100)
-    n2 = torch.ops.deem.gwg_steps(a, W, b_v, b_h, 5, 9, 107)
+    n1 = op(a, W, b_v, b_h, 7, 9, 100)
+    n2 = op(a, W, b_v, b_h, 5, 9, 107)
     b = x.clone()
-    n = torch.ops.deem.gwg_steps(b, W, b_v, b_h, 12, 9, 100)
+    n = op(b, W, b_v, b_h, 12, 9, 100)
     assert torch.equal(a, b)
     assert torch.equal(n1 + n2, n)
     c = x.clone()
-    torch.ops.deem.gwg_steps(c, W, b_v, b_h, 12, 10, 100)
+    op(c, W, b_v, b_h, 12, 10, 100)
     assert not torch.equal(c, b)  # another seed, another chain
 
 
-def test_gwg_float32_close_to_twin(device):
+def test_sampler_float32_close_to_twin(device, sampler):
+    op, twin = sampler
     K, D, H = 5, 30, 1
     W, b_v, b_h = params(K, D, H, torch.float32)
     x = labels(128, D, K)
     c_op, c_ref = x.clone().to(device), x.clone()
-    acc = torch.ops.deem.gwg_steps(c_op, *to((W, b_v, b_h), device), 20, 1, 0).cpu()
-    acc_ref = R.gwg_steps(c_ref, W, b_v, b_h, 20, 1, 0)
+    acc = op(c_op, *to((W, b_v, b_h), device), 20, 1, 0).cpu()
+    acc_ref = twin(c_ref, W, b_v, b_h, 20, 1, 0)
     # float32 rounding may flip a rare near-tie decision; almost all chains agree
     assert (c_op.cpu() == c_ref).all(1).float().mean() > 0.9
     assert (acc == acc_ref).float().mean() > 0.9
 
 
-def test_gwg_degenerate_cases(device):
+def test_sampler_degenerate_cases(device, sampler):
+    op, twin = sampler
     W, b_v, b_h = params(1, 4, 2, torch.float64)
     x = torch.zeros(5, 4, dtype=torch.int64)
     x[1] = -1
     c = x.clone().to(device)
-    assert torch.ops.deem.gwg_steps(c, *to((W, b_v, b_h), device), 10, 0, 0).sum() == 0  # K == 1
+    assert op(c, *to((W, b_v, b_h), device), 10, 0, 0).sum() == 0  # K == 1
     assert torch.equal(c.cpu(), x)
     W, b_v, b_h = params(3, 4, 2, torch.float64)
     c = torch.full((3, 4), -1, dtype=torch.int64, device=device)
-    assert torch.ops.deem.gwg_steps(c, *to((W, b_v, b_h), device), 10, 0, 0).sum() == 0  # nothing present
+    assert op(c, *to((W, b_v, b_h), device), 10, 0, 0).sum() == 0  # nothing present
     assert (c == -1).all()
     c = labels(4, 4, 3).to(device)
     c0 = c.clone()
-    assert torch.ops.deem.gwg_steps(c, *to((W, b_v, b_h), device), 0, 0, 0).sum() == 0  # no steps
+    assert op(c, *to((W, b_v, b_h), device), 0, 0, 0).sum() == 0  # no steps
     assert torch.equal(c, c0)
     e = torch.empty(0, 4, dtype=torch.int64, device=device)
-    assert torch.ops.deem.gwg_steps(e, *to((W, b_v, b_h), device), 3, 0, 0).shape == (0,)
+    assert op(e, *to((W, b_v, b_h), device), 3, 0, 0).shape == (0,)
 
 
-def test_gwg_non_contiguous_chains(device):
+def test_sampler_non_contiguous_chains(device, sampler):
+    op, twin = sampler
     K, D, H = 3, 5, 2
     W, b_v, b_h = params(K, D, H, torch.float64)
     base = labels(30, 2 * D, K).to(device)
     view = base[:, ::2]
     assert not view.is_contiguous()
     ref = view.clone().cpu()
-    acc = torch.ops.deem.gwg_steps(view, *to((W, b_v, b_h), device), 6, 2, 0)
-    acc_ref = R.gwg_steps(ref, W, b_v, b_h, 6, 2, 0)
+    acc = op(view, *to((W, b_v, b_h), device), 6, 2, 0)
+    acc_ref = twin(ref, W, b_v, b_h, 6, 2, 0)
     assert torch.equal(base[:, ::2].cpu(), ref)
     assert torch.equal(acc.cpu(), acc_ref)
 
@@ -387,13 +410,14 @@ def _opcheck_samples(device):
         ("cd_grad", (x, x.flip(0), W, b_v, b_h, False, 0, 0)), ("cd_grad", (x, x, W, b_v, b_h, True, 1, 2)),
         ("cd_grad_soft", (v, x, W, b_v, b_h, True, 1, 2)),
         ("gwg_steps", (x.clone(), W, b_v, b_h, 3, 1, 0)),
+        ("dlp_steps", (x.clone(), W, b_v, b_h, 0.5, 3, 1, 0)),
         ("log_partition", (W, b_v, b_h)),
     ]
 
 
-@pytest.mark.parametrize("idx", range(16))
+@pytest.mark.parametrize("idx", range(17))
 def test_opcheck(device, idx):
-    name, args = _opcheck_samples(device)[idx]  # gwg_steps mutates: its sample holds a copy of the chains
+    name, args = _opcheck_samples(device)[idx]  # the samplers mutate: its sample holds a copy of the chains
     torch.library.opcheck(getattr(torch.ops.deem, name).default, args)
 
 
@@ -415,6 +439,7 @@ def _label_ops(x, W, b_v, b_h):
             torch.full((x.shape[0], W.shape[0], x.shape[1]), 1.0 / W.shape[0], dtype=W.dtype), x, W, b_v, b_h,
             False, 0, 0),
         "gwg_steps": lambda: torch.ops.deem.gwg_steps(x.clone(), W, b_v, b_h, 2, 0, 0),
+        "dlp_steps": lambda: torch.ops.deem.dlp_steps(x.clone(), W, b_v, b_h, 1.0, 2, 0, 0),
     }
 
 
@@ -428,11 +453,12 @@ def test_out_of_range_labels_raise(device, bad, ldtype):
     for name, fn in _label_ops(x.to(device), W, b_v, b_h).items():
         with pytest.raises(RuntimeError, match="out of range"):
             fn()
-    chains = x.to(device)
-    before = chains.clone()
-    with pytest.raises(RuntimeError, match="out of range"):
-        torch.ops.deem.gwg_steps(chains, W, b_v, b_h, 3, 0, 0)
-    assert torch.equal(chains, before)  # validated before any chain moves
+    for op, _ in SAMPLER_OPS.values():
+        chains = x.to(device)
+        before = chains.clone()
+        with pytest.raises(RuntimeError, match="out of range"):
+            op(chains, W, b_v, b_h, 3, 0, 0)
+        assert torch.equal(chains, before)  # validated before any chain moves
 
 
 def test_wrong_shapes_and_dtypes_raise(device):
@@ -462,6 +488,12 @@ def test_wrong_shapes_and_dtypes_raise(device):
         lambda: d.cd_grad(x[:0], x, W, b_v, b_h, False, 0, 0),        # empty pos
         lambda: d.gwg_steps(x.clone(), W, b_v, b_h, -1, 0, 0),        # negative n_steps
         lambda: d.gwg_steps(x[:, :2].clone(), W, b_v, b_h, 1, 0, 0),
+        lambda: d.dlp_steps(x.clone(), W, b_v, b_h, 1.0, -1, 0, 0),   # negative n_steps
+        lambda: d.dlp_steps(x.clone(), W, b_v, b_h, 0.0, 1, 0, 0),    # step size 0
+        lambda: d.dlp_steps(x.clone(), W, b_v, b_h, -1.0, 1, 0, 0),   # negative step size
+        lambda: d.dlp_steps(x.clone(), W, b_v, b_h, float("nan"), 1, 0, 0),
+        lambda: d.dlp_steps(x.clone(), W, b_v, b_h, float("inf"), 1, 0, 0),
+        lambda: d.dlp_steps(x[:, :2].clone(), W, b_v, b_h, 1.0, 1, 0, 0),
     ]
     for k, call in enumerate(bad_calls):
         with pytest.raises(RuntimeError):
@@ -477,6 +509,10 @@ def test_twin_rejects_bad_labels():
         R.free_energy(x, W, b_v, b_h)
     with pytest.raises(RuntimeError, match="out of range"):
         R.gwg_steps(x, W, b_v, b_h, 1, 0, 0)
+    with pytest.raises(RuntimeError, match="out of range"):
+        R.dlp_steps(x, W, b_v, b_h, 1.0, 1, 0, 0)
+    with pytest.raises(RuntimeError, match="step_size"):
+        R.dlp_steps(labels(5, 4, 3), W, b_v, b_h, 0.0, 1, 0, 0)
 
 
 # ----------------------------------------------------------------------------- backend switch

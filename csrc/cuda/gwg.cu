@@ -24,7 +24,7 @@
 // Bad labels: hot path, no sync -- an entry outside [-1, K) is treated as
 // missing (never read as an index, never written) and flagged on the device;
 // the flag is read only when DEEM_CHECK_KERNELS=1.
-#include "cuda/common.cuh"
+#include "cuda/chain_eval.cuh"
 
 namespace deem {
 namespace cuda {
@@ -50,39 +50,6 @@ struct GwgArgs {
   long long ws_bytes;  // per warp
   long long P_off, g_off, P1_off, g1_off;  // inside a warp's slice
 };
-
-// Hidden probabilities P, gradient g at x; returns f(x) = -F(x) (double).
-template <typename scalar_t>
-__device__ double eval_state(const GwgArgs<scalar_t>& a, const int* x, scalar_t* P, scalar_t* g,
-                             const scalar_t* Wt, const scalar_t* Wg, int lane) {
-  const int D = a.D, K = a.K, H = a.H, HK = H * K, DK = D * K;
-  for (int e = lane; e < HK; e += 32) {
-    scalar_t s = a.bh[e];
-    for (int i = 0; i < D; ++i) {
-      const int xi = x[i];
-      if (xi >= 0) s += Wt[(int64_t(i) * K + xi) * HK + e];
-    }
-    P[e] = s;
-  }
-  __syncwarp();
-  double f = 0.0;
-  for (int j = lane; j < H; j += 32) f += softmax_unit(P + j * K, K);
-  for (int i = lane; i < D; i += 32) {
-    const int xi = x[i];
-    if (xi >= 0) f += static_cast<double>(a.bv[i * K + xi]);
-  }
-  f = warp_sum(f);
-  __syncwarp();
-  for (int idx = lane; idx < DK; idx += 32) {
-    const int i = idx / K;
-    if (x[i] < 0) continue;
-    scalar_t s = a.bv[idx];
-    for (int e = 0; e < HK; ++e) s += P[e] * Wg[int64_t(e) * DK + idx];
-    g[idx] = s;
-  }
-  __syncwarp();
-  return f;
-}
 
 // Proposal logit d[i, l] / 2 = (g[i, l] - g[i, x_i]) * 0.5 in the parameter dtype
 // (like the CPU kernel and the twin); exp(logit - max) also in that dtype, sums in double.

@@ -1,0 +1,256 @@
+// dlp_steps: n_steps discrete-Langevin Metropolis-Hastings steps per chain, in
+// place (see csrc/cpu/dlp.cpp for the proposal and the random-number layout,
+// which this kernel shares).
+//
+// Why this shape: as in gwg.cu, one WARP owns one chain for all n_steps. Hidden
+// logits, f and the gradient come from the shared eval_state (lanes over hidden
+// elements, then over (i, l)); the proposal is per coordinate, so lanes take
+// coordinates i: each lane forms its coordinates' K proposal weights, draws
+// their new values and adds their log-probabilities; warp sums give the
+// forward and reverse log-proposals. The state at x (P, g, weights, row sums,
+// log-probabilities) is cached across steps and swapped with the proposal's on
+// acceptance. Wt and Wg are staged in shared memory once per block when they fit.
+// Bad labels: treated as missing and flagged (read only with DEEM_CHECK_KERNELS=1).
+#include "cuda/chain_eval.cuh"
+
+namespace deem {
+namespace cuda {
+namespace {
+
+constexpr int kDlpWarps = 4;
+constexpr uint32_t kDlpStream = 0x80000000u;
+constexpr uint32_t kDlpAcceptStream = 0x7FFFFFFFu;
+
+template <typename scalar_t>
+struct DlpArgs {
+  int64_t B;
+  int D, K, H;
+  const scalar_t* Wt;  // (D, K_v, H*K)
+  long long wt_off;
+  const scalar_t* Wg;  // (H*K, D, K_v)
+  long long wg_off;
+  const scalar_t* bv;
+  const scalar_t* bh;
+  double inv_step;
+  int n_steps;
+  uint64_t seed, offset;
+  int32_t* accepted;
+  unsigned char* ws_global;  // (total warps, ws_bytes) when ws_off < 0
+  long long ws_off;
+  long long ws_bytes;  // per warp
+  long long xp_off, P_off[2], g_off[2], e_off[2], s_off[2], lq_off[2];  // inside a warp's slice
+};
+
+// One state's buffers inside a warp's slice.
+template <typename scalar_t>
+struct StateBufs {
+  scalar_t *P, *g;
+  double *e, *s, *lq;
+};
+
+// From g at x: per present coordinate i, e[i, l] = exp(a[i, l] - max_l a), s[i] = running
+// sum of e over l, lq[i, l] = a[i, l] - max - log(s[i]) (as the CPU kernel, in double).
+template <typename scalar_t>
+__device__ void proposal_weights(const DlpArgs<scalar_t>& a, const int* x, StateBufs<scalar_t>& S, int lane) {
+  const int K = a.K;
+  for (int i = lane; i < a.D; i += 32) {
+    const int xi = x[i];
+    if (xi < 0) continue;
+    const scalar_t* g = S.g + i * K;
+    double* e = S.e + i * K;
+    double* lq = S.lq + i * K;
+    const scalar_t gx = g[xi];
+    double mx = -INFINITY;
+    for (int l = 0; l < K; ++l) {
+      e[l] = static_cast<double>(static_cast<scalar_t>((g[l] - gx) * scalar_t(0.5))) - (l == xi ? 0.0 : a.inv_step);
+      mx = fmax(mx, e[l]);
+    }
+    double s = 0.0;
+    for (int l = 0; l < K; ++l) {
+      const double v = e[l] - mx;
+      e[l] = exp(v);
+      s += e[l];
+      lq[l] = v;
+    }
+    S.s[i] = s;
+    const double ls = log(s);
+    for (int l = 0; l < K; ++l) lq[l] -= ls;
+  }
+  __syncwarp();
+}
+
+template <typename scalar_t>
+__device__ double eval_dlp(const DlpArgs<scalar_t>& a, const int* x, StateBufs<scalar_t>& S, const scalar_t* Wt,
+                           const scalar_t* Wg, int lane) {
+  const double f = eval_state(a, x, S.P, S.g, Wt, Wg, lane);
+  proposal_weights(a, x, S, lane);
+  return f;
+}
+
+template <typename scalar_t, typename label_t>
+__global__ void __launch_bounds__(kDlpWarps * 32)
+    dlp_kernel(DlpArgs<scalar_t> a, label_t* __restrict__ chains, int* __restrict__ flag) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  const int D = a.D, K = a.K, DK = D * K;
+  const int64_t DKHK = int64_t(DK) * a.H * K;
+  const scalar_t* Wt = stage(a.Wt, DKHK, a.wt_off, smem);
+  const scalar_t* Wg = stage(a.Wg, DKHK, a.wg_off, smem);
+  __syncthreads();
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int64_t gwarp = int64_t(blockIdx.x) * kDlpWarps + warp;
+  const int64_t nwarps = int64_t(gridDim.x) * kDlpWarps;
+  unsigned char* ws = a.ws_off >= 0 ? smem + a.ws_off + warp * a.ws_bytes : a.ws_global + gwarp * a.ws_bytes;
+  int* x = reinterpret_cast<int*>(ws);
+  int* xp = reinterpret_cast<int*>(ws + a.xp_off);
+  StateBufs<scalar_t> S[2];
+  for (int k = 0; k < 2; ++k) {
+    S[k].P = reinterpret_cast<scalar_t*>(ws + a.P_off[k]);
+    S[k].g = reinterpret_cast<scalar_t*>(ws + a.g_off[k]);
+    S[k].e = reinterpret_cast<double*>(ws + a.e_off[k]);
+    S[k].s = reinterpret_cast<double*>(ws + a.s_off[k]);
+    S[k].lq = reinterpret_cast<double*>(ws + a.lq_off[k]);
+  }
+  bool bad = false;
+  for (int64_t b = gwarp; b < a.B; b += nwarps) {
+    label_t* row = chains + b * D;
+    int present = 0;
+    for (int i = lane; i < D; i += 32) {
+      x[i] = checked_label(row[i], K, bad);
+      present += x[i] >= 0;
+    }
+    present = warp_sum_int(present);
+    __syncwarp();
+    int acc = 0;
+    if (present > 0 && K > 1 && a.n_steps > 0) {  // else the chain never moves
+      StateBufs<scalar_t> cur = S[0], prop = S[1];
+      double f0 = eval_dlp(a, x, cur, Wt, Wg, lane);
+      for (int s = 0; s < a.n_steps; ++s) {
+        const uint64_t step = a.offset + static_cast<uint64_t>(s);
+        double lq_fwd = 0.0;
+        for (int i = lane; i < D; i += 32) {
+          const int xi = x[i];
+          xp[i] = xi;
+          if (xi < 0) continue;
+          const Philox4 r = philox_draw(a.seed, kDlpStream | static_cast<uint32_t>(i >> 2), static_cast<uint32_t>(b),
+                                        step);
+          const double* e = cur.e + i * K;
+          const double thr = philox_uniform(r.v[i & 3]) * cur.s[i];
+          double run = 0.0;
+          int l = K - 1;
+          for (int k = 0; k < K; ++k) {
+            run += e[k];
+            if (thr < run) {
+              l = k;
+              break;
+            }
+          }
+          xp[i] = l;
+          lq_fwd += cur.lq[i * K + l];
+        }
+        lq_fwd = warp_sum(lq_fwd);
+        __syncwarp();
+        const double f1 = eval_dlp(a, xp, prop, Wt, Wg, lane);
+        double lq_rev = 0.0;
+        for (int i = lane; i < D; i += 32)
+          if (x[i] >= 0) lq_rev += prop.lq[i * K + x[i]];
+        lq_rev = warp_sum(lq_rev);
+        const Philox4 ra = philox_draw(a.seed, kDlpAcceptStream, static_cast<uint32_t>(b), step);
+        const double log_alpha = f1 - f0 + lq_rev - lq_fwd;
+        __syncwarp();
+        if (log(philox_uniform(ra.v[0])) < log_alpha) {  // warp-uniform
+          const StateBufs<scalar_t> t = cur;
+          cur = prop;
+          prop = t;
+          f0 = f1;
+          ++acc;
+          for (int i = lane; i < D; i += 32) x[i] = xp[i];
+        }
+        __syncwarp();
+      }
+    }
+    for (int i = lane; i < D; i += 32)
+      if (x[i] >= 0) row[i] = static_cast<label_t>(x[i]);
+    if (lane == 0) a.accepted[b] = acc;
+    __syncwarp();
+  }
+  raise_flag(flag, bad);
+}
+
+// Same C++ signature as the CPU kernel: chains is Tensor(a!).
+at::Tensor dlp_steps(at::Tensor& chains, const at::Tensor& W_, const at::Tensor& b_v_, const at::Tensor& b_h_,
+                     double step_size, int64_t n_steps, int64_t seed, int64_t offset) {
+  const char* name = "deem::dlp_steps";
+  const Dims d = check_params(name, W_, &b_v_, b_h_);
+  check_labels(name, "chains", chains, W_, d);
+  TORCH_CHECK(n_steps >= 0 && n_steps < (int64_t(1) << 31), name, ": n_steps must be >= 0, got ", n_steps);
+  TORCH_CHECK(std::isfinite(step_size) && step_size > 0, name, ": step_size must be a positive finite number, got ",
+              step_size);
+  const c10::cuda::CUDAGuard guard(W_.device());
+  const int64_t B = chains.size(0);
+  at::Tensor accepted = at::zeros({B}, chains.options().dtype(at::kInt));
+  if (B == 0 || n_steps == 0) return accepted;
+  const bool in_place = chains.is_contiguous();
+  at::Tensor x = in_place ? chains : chains.contiguous();
+  const at::Tensor W = W_.contiguous(), b_v = b_v_.contiguous(), b_h = b_h_.contiguous();
+  const int64_t K = d.K, D = d.D, HK = d.HK(), DK = D * K;
+  at::Tensor flag = new_flag(W);
+  AT_DISPATCH_FLOATING_TYPES(W.scalar_type(), "deem_cuda", [&] {
+    DEEM_DISPATCH_LABELS(x.scalar_type(), name, [&] {
+      const at::Tensor Wt = w_il_jm(W), Wg = w_jm_il(W);
+      DlpArgs<scalar_t> a;
+      a.B = B;
+      a.D = static_cast<int>(D);
+      a.K = static_cast<int>(K);
+      a.H = static_cast<int>(d.H);
+      a.Wt = Wt.data_ptr<scalar_t>();
+      a.Wg = Wg.data_ptr<scalar_t>();
+      a.bv = b_v.data_ptr<scalar_t>();
+      a.bh = b_h.data_ptr<scalar_t>();
+      a.inv_step = 1.0 / step_size;
+      a.n_steps = static_cast<int>(n_steps);
+      a.seed = static_cast<uint64_t>(seed);
+      a.offset = static_cast<uint64_t>(offset);
+      a.accepted = accepted.data_ptr<int32_t>();
+      // Per-warp slice: x, x' (int, D) | per state: P (HK), g (DK), e (double DK), s (double D), lq (double DK).
+      SmemPlan slice(~size_t(0));
+      slice.add(D * sizeof(int));
+      a.xp_off = slice.add(D * sizeof(int));
+      for (int k = 0; k < 2; ++k) {
+        a.P_off[k] = slice.add(HK * sizeof(scalar_t));
+        a.g_off[k] = slice.add(DK * sizeof(scalar_t));
+        a.e_off[k] = slice.add(DK * sizeof(double));
+        a.s_off[k] = slice.add(D * sizeof(double));
+        a.lq_off[k] = slice.add(DK * sizeof(double));
+      }
+      a.ws_bytes = static_cast<long long>(round16(slice.used));
+      SmemPlan plan(max_smem_optin());
+      a.ws_off = plan.add_optional(size_t(a.ws_bytes) * kDlpWarps);  // chain state first: hottest
+      a.wg_off = plan.add_optional(size_t(DK * HK) * sizeof(scalar_t));
+      a.wt_off = plan.add_optional(size_t(DK * HK) * sizeof(scalar_t));
+      const size_t smem = plan.used;
+      auto kernel = dlp_kernel<scalar_t, label_t>;
+      set_smem(kernel, smem);
+      const int threads = kDlpWarps * 32;
+      const int64_t grid =
+          std::min<int64_t>(ceil_div(B, kDlpWarps), int64_t(blocks_per_sm(kernel, threads, smem)) * num_sms());
+      at::Tensor ws_global;
+      a.ws_global = nullptr;
+      if (a.ws_off < 0) {
+        ws_global = at::empty({grid * kDlpWarps * a.ws_bytes}, W.options().dtype(at::kByte));
+        a.ws_global = ws_global.data_ptr<uint8_t>();
+      }
+      kernel<<<static_cast<unsigned>(grid), threads, smem, at::cuda::getCurrentCUDAStream()>>>(
+          a, x.data_ptr<label_t>(), flag.data_ptr<int>());
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
+  });
+  if (!in_place) chains.copy_(x);
+  if (check_kernels_env()) raise_if_flagged(flag, name);
+  return accepted;
+}
+
+}  // namespace
+}  // namespace cuda
+}  // namespace deem
+
+TORCH_LIBRARY_IMPL(deem, CUDA, m) { m.impl("dlp_steps", &deem::cuda::dlp_steps); }
