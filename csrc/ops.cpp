@@ -35,6 +35,10 @@ TORCH_LIBRARY(deem, m) {
   // n_steps discrete-Langevin (DLP) Metropolis-Hastings steps on every chain, in place:
   // every present coordinate proposes a move at once.
   m.def("dlp_steps(Tensor(a!) chains, Tensor W, Tensor b_v, Tensor b_h, float step_size, int n_steps, int seed, int offset) -> Tensor");
+  // One E-step pass of the virtual-evidence Dawid-Skene model on soft labels v (N, K, D):
+  // (expected counts (K, K, D) or (0, K, D), class mass (K,), summed NLL, rows with evidence,
+  // posterior (N, K) or (0, K)), all float64.
+  m.def("soft_evidence_pass(Tensor v, Tensor logp, Tensor logpi, bool want_counts, bool want_posterior) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
   // Exact log Z of the complete-data model (sum over the K^H hidden configurations).
   m.def("log_partition(Tensor W, Tensor b_v, Tensor b_h) -> Tensor");
 }

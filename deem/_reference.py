@@ -18,7 +18,7 @@ __all__ = [
     "philox4x32", "philox_draw", "philox_uniform",
     "hidden_logits", "hidden_probs", "hidden_logits_soft", "hidden_probs_soft",
     "energy", "free_energy", "free_energy_soft", "free_energy_backward", "free_energy_soft_backward",
-    "cd_grad", "cd_grad_soft", "gwg_steps", "dlp_steps", "log_partition",
+    "cd_grad", "cd_grad_soft", "gwg_steps", "dlp_steps", "log_partition", "soft_evidence_pass",
 ]
 
 _M32 = 0xFFFFFFFF
@@ -406,3 +406,57 @@ def log_partition(W, b_v, b_h):
         a = b_v.t()[None] + Wp[units[None, :], hs].sum(1)  # (C, K_v, D)
         vals.append(b_h[units[None, :], hs].sum(-1) + torch.logsumexp(a, 1).sum(-1))
     return torch.logsumexp(torch.cat(vals), 0)
+
+
+# ----------------------------------------------------------------------------- virtual-evidence E-step
+
+_SOFT_TINY = 1e-300
+_SOFT_CHUNK_ELEMENTS = 1 << 22  # elements of one (rows, K, D) float64 working tensor
+
+
+def soft_evidence_pass(v, logp, logpi, want_counts=True, want_posterior=False):
+    """One E-step pass of the virtual-evidence Dawid-Skene model (see deem/soft_evidence.py).
+
+    v (N, K_l, D) soft labels, logp (K_l, K_m, D) and logpi (K,) float64. Returns (counts (K, K, D)
+    or (0, K, D), class mass (K,), summed NLL, rows with evidence, posterior (N, K) or (0, K)), float64.
+    """
+    if v.dim() != 3:
+        raise RuntimeError(f"soft_evidence_pass: v must have shape (N, K, D), got {tuple(v.shape)}")
+    n, k, d = v.shape
+    if logp.shape != (k, k, d) or logpi.shape != (k,):
+        raise RuntimeError(f"soft_evidence_pass: logp must have shape {(k, k, d)} and logpi {(k,)}, "
+                           f"got {tuple(logp.shape)} and {tuple(logpi.shape)}")
+    if logp.dtype != torch.float64 or logpi.dtype != torch.float64:
+        raise RuntimeError("soft_evidence_pass: logp and logpi must be float64")
+    dev = v.device
+    p_d = logp.exp().permute(2, 0, 1).contiguous()  # (D, K_l, K_m)
+    ratio_counts = torch.zeros(d, k, k, dtype=torch.float64, device=dev)
+    mass = torch.zeros(k, dtype=torch.float64, device=dev)
+    nll = torch.zeros((), dtype=torch.float64, device=dev)
+    rows = torch.zeros((), dtype=torch.float64, device=dev)
+    post = torch.empty(n if want_posterior else 0, k, dtype=torch.float64, device=dev)
+    step = max(1, _SOFT_CHUNK_ELEMENTS // max(k * d, 1))
+    for start in range(0, n, step):
+        vc = v[start:start + step].to(torch.float64)  # (c, K_l, D)
+        v_d = vc.permute(2, 0, 1).contiguous()  # (D, c, K_l)
+        present = vc.sum(dim=1) > 0  # (c, D)
+        a = torch.bmm(v_d, p_d)  # (D, c, K_m): a_ni(m) = sum_l v_nil P_i(l|m)
+        loga = a.clamp_(min=_SOFT_TINY).log_()
+        loga.masked_fill_(~present.t().unsqueeze(-1), 0.0)  # missing: factor 1
+        scores = loga.sum(dim=0) + logpi  # (c, K_m)
+        lse = torch.logsumexp(scores, dim=1)
+        has = present.any(dim=1)
+        logq = scores - lse.unsqueeze(1)
+        if want_posterior:
+            post[start:start + step] = logq.exp()  # rows without evidence get the prior
+        hasf = has.to(torch.float64)
+        nll -= (lse * hasf).sum()
+        rows += hasf.sum()
+        mass += (logq.exp() * hasf.unsqueeze(1)).sum(dim=0)
+        if want_counts:
+            ratio = (logq.unsqueeze(0) - loga).exp_()  # q_nm / a_ni(m), in logs: both may be tiny
+            ratio.mul_(hasf.view(1, -1, 1))
+            ratio_counts += torch.bmm(v_d.transpose(1, 2), ratio)  # (D, K_l, K_m)
+    counts = (logp.exp() * ratio_counts.permute(1, 2, 0) if want_counts
+              else torch.empty(0, k, d, dtype=torch.float64, device=dev))
+    return counts, mass, nll, rows, post

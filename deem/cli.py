@@ -72,7 +72,7 @@ def main(argv=None) -> int:
     agg.add_argument("--label", default="label")
     for p in (demo, agg):
         p.add_argument("--solver", default="auto", choices=["auto", "bayes", "exact", "gwg", "dlp"])
-        p.add_argument("--epochs", type=int, default=100, help="training epochs of the gwg solver")
+        p.add_argument("--epochs", type=int, default=100, help="training epochs of the gwg and dlp solvers")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda'")
         p.add_argument("--verbose", action="store_true", help="show a progress bar (and auto-chosen values)")

@@ -24,7 +24,7 @@ __all__ = [
     "HAS_EXTENSION", "reference", "set_backend", "get_backend", "use_reference",
     "hidden_logits", "hidden_probs", "hidden_logits_soft", "hidden_probs_soft",
     "energy", "free_energy", "free_energy_soft", "free_energy_backward", "free_energy_soft_backward",
-    "cd_grad", "cd_grad_soft", "gwg_steps", "dlp_steps", "log_partition",
+    "cd_grad", "cd_grad_soft", "gwg_steps", "dlp_steps", "log_partition", "soft_evidence_pass",
 ]
 
 try:
@@ -189,6 +189,13 @@ def log_partition(W, b_v, b_h):
     return reference.log_partition(W, b_v, b_h)
 
 
+def soft_evidence_pass(v, logp, logpi, want_counts=True, want_posterior=False):
+    """One E-step pass of the virtual-evidence model: (counts, class mass, NLL, rows with evidence, posterior)."""
+    if _ext("soft_evidence_pass", v):
+        return torch.ops.deem.soft_evidence_pass(v, logp, logpi, bool(want_counts), bool(want_posterior))
+    return reference.soft_evidence_pass(v, logp, logpi, bool(want_counts), bool(want_posterior))
+
+
 # ----------------------------------------------------------------------------- registrations
 
 def _register() -> None:
@@ -248,6 +255,14 @@ def _register() -> None:
     @torch.library.register_fake(lib + "dlp_steps")
     def _(chains, W, b_v, b_h, step_size, n_steps, seed, offset):
         return new(chains, (chains.shape[0],), dtype=torch.int32)
+
+    @torch.library.register_fake(lib + "soft_evidence_pass")
+    def _(v, logp, logpi, want_counts, want_posterior):
+        n, k, d = v.shape
+        f64 = torch.float64
+        return (v.new_empty((k if want_counts else 0, k, d), dtype=f64), v.new_empty((k,), dtype=f64),
+                v.new_empty((), dtype=f64), v.new_empty((), dtype=f64),
+                v.new_empty((n if want_posterior else 0, k), dtype=f64))
 
     @torch.library.register_fake(lib + "log_partition")
     def _(W, b_v, b_h):

@@ -19,13 +19,15 @@ the emitted class ``l``. With ``a_ni(m) = sum_l v_nil P_i(l | m)`` the E-step is
 ``q_nm ∝ pi_m prod_i a_ni(m)`` and ``r_nil(m) = v_nil P_i(l | m) / a_ni(m)``; the
 expected counts are ``N_i[l, m] = P_i(l | m) sum_n v_nil q_nm / a_ni(m)`` and the
 M-step is :func:`deem.solvers.map_m_step` (MAP under the hierarchical Dirichlet
-prior). Everything is float64 einsum/bmm on the tensor's own device, over row
-chunks of bounded size, so memory is ``O(chunk · K · D)`` whatever ``N``.
+prior). Each E-step is one pass of the fused ``soft_evidence_pass`` op (its
+plain-PyTorch twin where no kernel exists: float64 bmm over row chunks), in
+float64 on the tensor's own device, with memory ``O(K · K · D)`` beyond the input.
 """
 from __future__ import annotations
 
 import torch
 
+from . import ops
 from .solvers import EXACT_DIAGONAL_STRENGTH, log_params, map_m_step, normalize_probabilities, prior_terms
 from .squarem import squarem
 
@@ -33,7 +35,6 @@ __all__ = ["fit_soft_evidence", "posterior_soft_evidence"]
 
 # Elements of one (chunk, K, D) float64 working tensor: 4M elements = 32 MiB.
 _CHUNK_ELEMENTS = 1 << 22
-_TINY = 1e-300
 
 
 def _check_values(values) -> torch.Tensor:
@@ -83,47 +84,16 @@ def _chunk_rows(k: int, d: int) -> int:
 
 def _e_pass(values: torch.Tensor, logp: torch.Tensor, logpi: torch.Tensor, want_counts: bool = True,
             want_posterior: bool = False):
-    """One pass over the rows at parameters ``(logp, logpi)``.
+    """One pass over the rows at parameters ``(logp, logpi)``: the fused ``soft_evidence_pass`` op.
 
     Returns ``(counts (K_l, K_m, D) or None, class mass (K,), summed NLL (0-d), n_rows with
     evidence (0-d), posterior (N, K) or None)``; the sums stay on the device (no host sync).
     """
-    n, k, d = values.shape
-    dev = values.device
-    p_d = logp.exp().permute(2, 0, 1).contiguous()  # (D, K_l, K_m)
-    ratio_counts = torch.zeros(d, k, k, dtype=torch.float64, device=dev) if want_counts else None
-    mass = torch.zeros(k, dtype=torch.float64, device=dev)
-    nll = torch.zeros((), dtype=torch.float64, device=dev)
-    rows = torch.zeros((), dtype=torch.float64, device=dev)
-    post = torch.empty(n, k, dtype=torch.float64, device=dev) if want_posterior else None
-    step = _chunk_rows(k, d)
-    for start in range(0, n, step):
-        v = values[start:start + step].to(torch.float64)  # (c, K_l, D)
-        v_d = v.permute(2, 0, 1).contiguous()  # (D, c, K_l): one copy, two faster bmm's
-        present = v.sum(dim=1) > 0  # (c, D)
-        a = torch.bmm(v_d, p_d)  # (D, c, K_m): a_ni(m) = sum_l v_nil P_i(l|m)
-        loga = a.clamp_(min=_TINY).log_()
-        loga.masked_fill_(~present.t().unsqueeze(-1), 0.0)  # missing: factor 1
-        scores = loga.sum(dim=0) + logpi  # (c, K_m)
-        lse = torch.logsumexp(scores, dim=1)  # (c,)
-        has = present.any(dim=1)  # rows with any evidence
-        logq = scores - lse.unsqueeze(1)
-        if post is not None:
-            post[start:start + step] = logq.exp()  # rows without evidence get the prior
-        hasf = has.to(torch.float64)
-        nll -= (lse * hasf).sum()
-        rows += hasf.sum()
-        q = logq.exp() * hasf.unsqueeze(1)
-        mass += q.sum(dim=0)
-        if ratio_counts is not None:
-            # q_nm / a_ni(m), in logs: both may be tiny together
-            ratio = (logq.unsqueeze(0) - loga).exp_()  # (D, c, K_m)
-            ratio.mul_(hasf.view(1, -1, 1))
-            ratio_counts += torch.bmm(v_d.transpose(1, 2), ratio)  # (D, K_l, K_m)
-    counts = None
-    if ratio_counts is not None:
-        counts = logp.exp() * ratio_counts.permute(1, 2, 0)  # (K_l, K_m, D)
-    return counts, mass, nll, rows, post
+    if values.dtype not in (torch.float32, torch.float64):
+        values = values.float()
+    counts, mass, nll, rows, post = ops.soft_evidence_pass(
+        values, logp.to(torch.float64), logpi.to(torch.float64), want_counts, want_posterior)
+    return (counts if want_counts else None), mass, nll, rows, (post if want_posterior else None)
 
 
 def _average_posterior(values: torch.Tensor) -> torch.Tensor:

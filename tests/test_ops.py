@@ -251,6 +251,8 @@ def test_thread_count_independence(restore_threads):
         torch.set_num_threads(n)
         ch = neg.clone()
         acc = torch.ops.deem.gwg_steps(ch, W, b_v, b_h, 5, 3, 0)
+        ev = torch.ops.deem.soft_evidence_pass(v.double(), W[:, :, :, 0].double().log_softmax(0),
+                                               b_h[0].double().log_softmax(0), True, True)
         ch_dlp = neg.clone()
         acc_dlp = torch.ops.deem.dlp_steps(ch_dlp, W, b_v, b_h, 0.5, 5, 3, 0)
         outs.append(
@@ -260,7 +262,7 @@ def test_thread_count_independence(restore_threads):
             + as_tuple(torch.ops.deem.free_energy_backward(grad, pos, W, b_v, b_h))
             + as_tuple(torch.ops.deem.free_energy_soft_backward(grad[:1300], v, W, b_v, b_h))
             + (torch.ops.deem.free_energy(pos, W, b_v, b_h), torch.ops.deem.log_partition(W, b_v, b_h), ch, acc,
-               ch_dlp, acc_dlp)
+               ch_dlp, acc_dlp) + ev
         )
     for p, q in zip(*outs):
         assert torch.equal(p, q)
@@ -373,6 +375,75 @@ def test_sampler_non_contiguous_chains(device, sampler):
     assert torch.equal(acc.cpu(), acc_ref)
 
 
+# ----------------------------------------------------------------------------- virtual-evidence E-step
+
+def evidence_inputs(N, K, D, dtype, seed=3):
+    """Soft labels with missing columns (all-zero), a row with no evidence, an unnormalized column,
+    and random log-confusions / log-prior."""
+    g = torch.Generator().manual_seed(seed)
+    v = soft(N, K, D, dtype, seed=seed)
+    v[torch.rand(N, 1, D, generator=g).expand(N, K, D) < 0.3] = 0
+    v[1] = 0
+    v[2, :, 0] *= 0.5  # partial mass still counts as present
+    logp = torch.log_softmax(torch.randn(K, K, D, generator=g, dtype=torch.float64) * 3, 0)
+    logpi = torch.log_softmax(torch.randn(K, generator=g, dtype=torch.float64), 0)
+    return v, logp, logpi
+
+
+@pytest.mark.parametrize("N,K,D", [(700, 3, 7), (40, 10, 30), (1200, 2, 50), (3, 4, 1)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("want_counts,want_posterior", [(True, True), (True, False), (False, True)])
+def test_soft_evidence_pass_matches_twin(device, N, K, D, dtype, want_counts, want_posterior):
+    v, logp, logpi = evidence_inputs(N, K, D, dtype)
+    out = ops.soft_evidence_pass(*to((v, logp, logpi), device), want_counts, want_posterior)
+    ref = R.soft_evidence_pass(v, logp, logpi, want_counts, want_posterior)
+    assert [tuple(o.shape) for o in out] == [tuple(r.shape) for r in ref]
+    assert all(o.dtype == torch.float64 for o in out)
+    for o, r in zip(out, ref):
+        torch.testing.assert_close(o.cpu(), r, rtol=1e-11, atol=1e-12)
+    counts, mass, nll, rows, post = (o.cpu() for o in out)
+    with_evidence = int((v.sum(1) > 0).any(1).sum())
+    assert with_evidence < N  # row 1 has none
+    assert rows == with_evidence
+    assert mass.sum() == pytest.approx(with_evidence)
+    if want_counts:  # each present (row, classifier) spreads its row's posterior over the counts
+        present_pairs = (v.sum(1) > 0).sum()
+        assert counts.sum() == pytest.approx(float(present_pairs), rel=1e-9)
+    if want_posterior:
+        torch.testing.assert_close(post[1], logpi.exp())  # no evidence: the prior
+
+
+def test_soft_evidence_pass_one_hot_is_the_hard_label_likelihood():
+    """On one-hot soft labels the pass is the Dawid-Skene E-step: its NLL is the exact hard-label one."""
+    K, D, N = 3, 6, 400
+    x = labels(N, D, K, p_missing=0.3)
+    v = torch.nn.functional.one_hot(x.clamp(min=0), K).permute(0, 2, 1).double() * (x >= 0)[:, None, :]
+    _, logp, logpi = evidence_inputs(N, K, D, torch.float64)
+    _, _, nll, _, post = ops.soft_evidence_pass(v, logp, logpi, False, True)
+    scores = logpi + torch.stack([torch.where(x >= 0, logp[x.clamp(min=0), m, torch.arange(D)], 0.0).sum(1)
+                                  for m in range(K)], 1)
+    has = (x >= 0).any(1)
+    assert float(nll) == pytest.approx(float(-torch.logsumexp(scores, 1)[has].sum()), rel=1e-12)
+    torch.testing.assert_close(post[has], torch.softmax(scores, 1)[has])
+
+
+def test_soft_evidence_pass_rejects_bad_arguments():
+    v, logp, logpi = evidence_inputs(10, 3, 4, torch.float64)
+    d = torch.ops.deem
+    bad = [
+        lambda: d.soft_evidence_pass(v[0], logp, logpi, True, False),              # v 2-D
+        lambda: d.soft_evidence_pass(v.long(), logp, logpi, True, False),          # integer v
+        lambda: d.soft_evidence_pass(v, logp[:2], logpi, True, False),             # logp (K-1, K, D)
+        lambda: d.soft_evidence_pass(v, logp[..., :3], logpi, True, False),        # logp (K, K, D-1)
+        lambda: d.soft_evidence_pass(v, logp.float(), logpi, True, False),         # float32 logp
+        lambda: d.soft_evidence_pass(v, logp, logpi[:2], True, False),             # logpi (K-1,)
+        lambda: d.soft_evidence_pass(v[:, :, :0], logp[..., :0], logpi, True, False),  # D == 0
+    ]
+    for call in bad:
+        with pytest.raises(RuntimeError):
+            call()
+
+
 # ----------------------------------------------------------------------------- Philox twin
 
 def test_philox_known_answers():
@@ -411,13 +482,16 @@ def _opcheck_samples(device):
         ("cd_grad_soft", (v, x, W, b_v, b_h, True, 1, 2)),
         ("gwg_steps", (x.clone(), W, b_v, b_h, 3, 1, 0)),
         ("dlp_steps", (x.clone(), W, b_v, b_h, 0.5, 3, 1, 0)),
+        ("soft_evidence_pass", (v, W[:, :, :, 0].log_softmax(0), b_h[0].log_softmax(0), True, True)),
         ("log_partition", (W, b_v, b_h)),
     ]
 
 
-@pytest.mark.parametrize("idx", range(17))
+@pytest.mark.parametrize("idx", range(18))
 def test_opcheck(device, idx):
     name, args = _opcheck_samples(device)[idx]  # the samplers mutate: its sample holds a copy of the chains
+    if name == "soft_evidence_pass" and device != "cpu":
+        pytest.skip("soft_evidence_pass has a CPU kernel only: on CUDA the wrapper runs the PyTorch twin")
     torch.library.opcheck(getattr(torch.ops.deem, name).default, args)
 
 

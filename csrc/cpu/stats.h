@@ -17,19 +17,28 @@ struct StatLayout {
   }
 };
 
-// Runs fn(r0, r1, buf) on the chunks [c*kChunk, (c+1)*kChunk) of [0, R), in
-// parallel, each with its own zeroed buffer; returns the buffers summed in
-// chunk order (bitwise independent of the thread count).
+// At most this many partial buffers: memory stays O(kMaxPartials * size) for any row count.
+constexpr int64_t kMaxPartials = 64;
+
+// Runs fn(r0, r1, buf) on the chunks [c*kChunk, (c+1)*kChunk) of [0, R). The
+// chunks are split into at most kMaxPartials contiguous groups, fixed by R alone;
+// a group's chunks add into its own zeroed buffer in order, groups run in
+// parallel, and the buffers are summed in group order: the result is bitwise
+// independent of the thread count.
 template <typename Fn>
 std::vector<double> chunked_reduce(int64_t R, int64_t size, const Fn& fn) {
   const int64_t nchunks = (R + kChunk - 1) / kChunk;
-  std::vector<double> bufs(static_cast<size_t>(std::max<int64_t>(nchunks, 1) * size), 0.0);
-  at::parallel_for(0, nchunks, 1, [&](int64_t c0, int64_t c1) {
-    for (int64_t c = c0; c < c1; ++c) fn(c * kChunk, std::min(R, (c + 1) * kChunk), bufs.data() + c * size);
+  const int64_t groups = std::max<int64_t>(std::min(nchunks, kMaxPartials), 1);
+  std::vector<double> bufs(static_cast<size_t>(groups * size), 0.0);
+  at::parallel_for(0, groups, 1, [&](int64_t g0, int64_t g1) {
+    for (int64_t g = g0; g < g1; ++g) {
+      const int64_t c0 = g * nchunks / groups, c1 = (g + 1) * nchunks / groups;
+      for (int64_t c = c0; c < c1; ++c) fn(c * kChunk, std::min(R, (c + 1) * kChunk), bufs.data() + g * size);
+    }
   });
   std::vector<double> total(bufs.begin(), bufs.begin() + size);
-  for (int64_t c = 1; c < nchunks; ++c) {
-    const double* b = bufs.data() + c * size;
+  for (int64_t g = 1; g < groups; ++g) {
+    const double* b = bufs.data() + g * size;
     for (int64_t k = 0; k < size; ++k) total[k] += b[k];
   }
   return total;
