@@ -73,6 +73,21 @@ def synthetic_labels(n: int, d: int, k: int, seed: int = 0, missing: float = 0.1
     return X, y
 
 
+def smear(X: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
+    """Soft labels (n, k, d) float32 from hard ones: the label gets a confidence U(0.4, 0.95), the
+    other classes share the rest; a missing label becomes an all-zero column."""
+    rng = np.random.default_rng(seed + 1)
+    n, d = X.shape
+    out = np.empty((n, k, d), dtype=np.float32)
+    step = max(1, (1 << 22) // max(k * d, 1))
+    for s in range(0, n, step):
+        x = X[s:s + step]
+        conf = rng.uniform(0.4, 0.95, size=(len(x), 1, d)).astype(np.float32)
+        onehot = (np.arange(k)[None, :, None] == x[:, None, :]).astype(np.float32)
+        out[s:s + step] = (onehot * conf + (1 - onehot) * (1 - conf) / (k - 1)) * (x >= 0)[:, None, :]
+    return out
+
+
 # ----------------------------------------------------------------------------- ours
 def _import_ours():
     try:
@@ -93,8 +108,9 @@ def _sync(device: str) -> None:
 
 def time_ours(backend: str, X: np.ndarray, k: int, epochs: int, device: str,
               predict_repeats: int, solver: str = "auto") -> dict:
-    row = {"impl": f"ours/{backend} solver={solver}", "device": device, "n": int(X.shape[0]),
-           "d": int(X.shape[1]), "k": k, "epochs": epochs}
+    soft = X.ndim == 3
+    row = {"impl": f"ours/{backend} solver={solver}" + (" (soft labels)" if soft else ""), "device": device,
+           "n": int(X.shape[0]), "d": int(X.shape[-1]), "k": k, "epochs": epochs}
     try:
         deem, DEEM = _import_ours()
         deem.ops.set_backend(backend)
@@ -246,6 +262,8 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-ours", action="store_true", help="only the original")
     ap.add_argument("--skip-reference", action="store_true", help="leave out ours/reference")
     ap.add_argument("--skip-bandwidth", action="store_true")
+    ap.add_argument("--soft", action="store_true",
+                    help="fit soft labels (the synthetic labels smeared into probabilities; the original is not run)")
     ap.add_argument("--json", help="write all results here")
     args = ap.parse_args(argv)
 
@@ -270,10 +288,12 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="deem-throughput-") as tmpdir:
         for n, d, k in sizes:
             X, _ = synthetic_labels(n, d, k, seed=args.seed)
+            if args.soft:
+                X = smear(X, k, seed=args.seed)
             size_rows = [time_ours(b, X, k, args.epochs, args.device, args.predict_repeats, solver)
                          for b in backends for solver in args.solvers.split(",")]
             # The original is far too slow at the cuda sizes: on cuda it runs at the cpu sizes only.
-            if args.original_python and (args.device == "cpu" or (n, d, k) == CPU_SIZES):
+            if args.original_python and not args.soft and (args.device == "cpu" or (n, d, k) == CPU_SIZES):
                 size_rows.append(time_original(args.original_python, X, k, args.epochs, args.device,
                                                threads, args.predict_repeats, tmpdir))
             _add_speedups(size_rows)
