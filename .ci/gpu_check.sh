@@ -2,7 +2,8 @@
 # Everything that needs a GPU, in one go (for a machine with an NVIDIA GPU, torch
 # with CUDA and nvcc; run from the repository root): build with the CUDA kernels,
 # run the whole test suite (the cuda-parametrized tests then run instead of
-# skipping), the op tests under compute-sanitizer memcheck, and the CUDA benchmark.
+# skipping), the op tests under compute-sanitizer memcheck, and the CUDA benchmarks
+# (throughput; GWG vs DLP mixing and time per step).
 # Results go to ${OUT:-./gpu-check}.
 set -euo pipefail
 OUT="${OUT:-./gpu-check}"
@@ -13,3 +14,4 @@ python -m pytest -q -rs 2>&1 | tee "$OUT/pytest.log" | tail -n 15
 compute-sanitizer --tool memcheck --error-exitcode 1 python -m pytest -q -x tests/test_ops.py -k cuda \
   2>&1 | tee "$OUT/memcheck.log" | tail -n 5
 python benchmarks/throughput.py --device cuda --skip-reference --json "$OUT/throughput-cuda.json" 2>&1 | tee "$OUT/throughput.log"
+python benchmarks/samplers.py --device cuda --chains 100000 --json "$OUT/samplers-cuda.json" 2>&1 | tee "$OUT/samplers.log"

@@ -9,7 +9,9 @@ lag-k autocorrelation: the lower, the better the sampler mixes. Reported per
 step and with the time per step (one kernel call for all chains), plus the
 step size DLP's adaptation (``deem.samplers``) settles on.
 
-    python benchmarks/samplers.py [--chains 4000] [--json out.json]
+    python benchmarks/samplers.py [--chains 4000] [--device cpu|cuda] [--json out.json]
+
+The fit runs on the CPU; the chains and the timed sampler calls on ``--device``.
 """
 from __future__ import annotations
 
@@ -58,18 +60,26 @@ def correlation(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a * b).sum() / (a.norm() * b.norm()))
 
 
-def run_sampler(rbm, x0, kind: str, step_size: float | None):
-    W, b_v, b_h = (t.detach() for t in (rbm.W, rbm.b_v, rbm.b_h))
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def run_sampler(rbm, x0, kind: str, step_size: float | None, device: str = "cpu"):
+    W, b_v, b_h = (t.detach().to(device) for t in (rbm.W, rbm.b_v, rbm.b_h))
+    x0 = x0.to(device)
     f0 = -ops.free_energy(x0, W, b_v, b_h)
     x = x0.clone()
     done, accepted, elapsed, out = 0, 0, 0.0, {}
     for lag in LAGS:
         n = lag - done
+        _sync(device)
         t = time.perf_counter()
         if kind == "gwg":
             acc = ops.gwg_steps(x, W, b_v, b_h, n_steps=n, seed=1, offset=done)
         else:
             acc = ops.dlp_steps(x, W, b_v, b_h, step_size=step_size, n_steps=n, seed=1, offset=done)
+        _sync(device)
         elapsed += time.perf_counter() - t
         accepted += int(acc.sum())
         done = lag
@@ -91,10 +101,14 @@ def adapted_step(rbm, x0) -> tuple:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--chains", type=int, default=4000)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--json", default=None, help="write the results here")
     args = ap.parse_args()
     rows = []
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.chains} chains", flush=True)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        ap.error("--device cuda: no CUDA device visible to torch")
+    where = torch.cuda.get_device_name() if args.device == "cuda" else f"{torch.get_num_threads()} threads"
+    print(f"torch {torch.__version__}, {where}, {args.chains} chains", flush=True)
     print("| classifiers × classes | sampler | " + " | ".join(f"r(lag {k})" for k in LAGS)
           + " | acceptance | ms / step |")
     print("|---|---|" + "---|" * (len(LAGS) + 2))
@@ -104,7 +118,7 @@ def main() -> None:
         step, rate = adapted_step(rbm, x0)
         kinds = [("gwg", None)] + [("dlp", s) for s in DLP_STEPS] + [("dlp", step)]
         for kind, s in kinds:
-            res = run_sampler(rbm, x0, kind, s)
+            res = run_sampler(rbm, x0, kind, s, args.device)
             name = kind if s is None else f"dlp, step {s:.3g}" + (" (adapted)" if s == step else "")
             rows.append(dict(D=D, K=K, accuracy=acc, sampler=name, **res))
             print(f"| {D} × {K} | {name} | " + " | ".join(f"{res[f'lag{k}']:.2f}" for k in LAGS)
@@ -112,7 +126,7 @@ def main() -> None:
         rows.append(dict(D=D, K=K, accuracy=acc, adapted_step=step, adapted_acceptance=rate))
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"chains": args.chains, "torch": torch.__version__, "threads": torch.get_num_threads(),
+            json.dump({"chains": args.chains, "torch": torch.__version__, "device": where,
                        "rows": rows}, fh, indent=1)
 
 
