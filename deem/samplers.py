@@ -15,7 +15,7 @@ SAMPLERS = ("gwg", "dlp")
 # DLP's step size adapts toward this Metropolis-Hastings acceptance rate, from
 # this start, reading the acceptance once every DLP_ADAPT_EVERY updates (one host
 # sync). 0.7: on fitted RBMs of 10-100 dense classifiers the lag-4 and lag-16
-# autocorrelations of f(x) were lowest at step sizes accepting 0.65-0.8
+# autocorrelations of f(x) were lowest at step sizes accepting 0.6-0.8
 # (benchmarks/samplers.py).
 DLP_TARGET_ACCEPTANCE = 0.7
 DLP_INITIAL_STEP = 1.0
