@@ -251,6 +251,19 @@ def cd_grad_soft(pos, neg, W, b_v, b_h, sample_hidden=False, seed=0, offset=0):
 
 # ----------------------------------------------------------------------------- Gibbs-with-Gradients
 
+def _start_chains(name, chains, W, b_v, b_h, n_steps):
+    """(K, D, checked int64 copy of the chains, zeroed (B,) int32 accepted counts); the copy is None when no
+    chain can move (no chains, no steps, or K == 1)."""
+    K, D, _ = _dims(name, W, b_v, b_h)
+    x = _check_labels(name, "chains", chains, K, D).clone()
+    if n_steps < 0:
+        raise RuntimeError(f"{name}: n_steps must be >= 0, got {n_steps}")
+    accepted = torch.zeros(x.shape[0], dtype=torch.int32, device=x.device)
+    if x.shape[0] == 0 or n_steps == 0 or K == 1:
+        x = None
+    return K, D, x, accepted
+
+
 def _gwg_eval(x, W, b_v, b_h):
     """At states x (B, D): f = -F (float64), proposal logits (B, D*K) with -inf where excluded,
     the float64 running sums of exp(logits - max), their total, and the logsumexp of the logits."""
@@ -274,15 +287,11 @@ def _gwg_eval(x, W, b_v, b_h):
 
 def gwg_steps(chains, W, b_v, b_h, n_steps=1, seed=0, offset=0):
     """n_steps GWG Metropolis-Hastings steps on every chain, in place; returns accepted counts (B,) int32."""
-    K, D, H = _dims("gwg_steps", W, b_v, b_h)
-    x = _check_labels("gwg_steps", "chains", chains, K, D).clone()
-    if n_steps < 0:
-        raise RuntimeError(f"gwg_steps: n_steps must be >= 0, got {n_steps}")
+    K, D, x, accepted = _start_chains("gwg_steps", chains, W, b_v, b_h, n_steps)
+    if x is None:
+        return accepted
     B = x.shape[0]
     dev = x.device
-    accepted = torch.zeros(B, dtype=torch.int32, device=dev)
-    if B == 0 or n_steps == 0 or K == 1:
-        return accepted
     present = x >= 0
     movable = present.any(-1)
     last_i = torch.where(present, torch.arange(D, device=dev), torch.full((), -1, device=dev)).max(-1).values
@@ -349,17 +358,13 @@ def dlp_steps(chains, W, b_v, b_h, step_size=1.0, n_steps=1, seed=0, offset=0):
     (Zhang, Liu & Liu 2022, "A Langevin-like sampler for discrete distributions"), and accepts
     or rejects the whole move.
     """
-    K, D, H = _dims("dlp_steps", W, b_v, b_h)
-    x = _check_labels("dlp_steps", "chains", chains, K, D).clone()
-    if n_steps < 0:
-        raise RuntimeError(f"dlp_steps: n_steps must be >= 0, got {n_steps}")
     if not (step_size > 0 and step_size < float("inf")):
         raise RuntimeError(f"dlp_steps: step_size must be a positive finite number, got {step_size}")
+    K, D, x, accepted = _start_chains("dlp_steps", chains, W, b_v, b_h, n_steps)
+    if x is None:
+        return accepted
     B = x.shape[0]
     dev = x.device
-    accepted = torch.zeros(B, dtype=torch.int32, device=dev)
-    if B == 0 or n_steps == 0 or K == 1:
-        return accepted
     inv_step = 1.0 / float(step_size)
     present = x >= 0
     movable = present.any(-1)

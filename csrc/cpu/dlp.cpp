@@ -13,7 +13,7 @@
 // The per-coordinate draw is an inverse CDF over l = 0..K-1 with a running sum
 // in double, the acceptance test compares log(u) with log alpha in double. The
 // weights' exps are simd.h's vexp over the whole (D, K) block at once.
-#include "cpu/common.h"
+#include "cpu/chain_op.h"
 #include "cpu/simd.h"
 
 namespace deem {
@@ -131,17 +131,7 @@ int32_t run_chain(const Model<T>& M, State<T> cur, State<T> prop, const int32_t*
         r = philox_draw(static_cast<uint64_t>(seed), kDlpStream | static_cast<uint32_t>(block),
                         static_cast<uint32_t>(b), step);
       }
-      const double* e = cur.e + p * K;
-      const double thr = philox_uniform(r.v[i & 3]) * cur.s[p];
-      double run = 0.0;
-      int64_t l = K - 1;
-      for (int64_t k = 0; k < K; ++k) {
-        run += e[k];
-        if (thr < run) {
-          l = k;
-          break;
-        }
-      }
+      const int64_t l = sample_categorical(cur.e + p * K, K, philox_uniform(r.v[i & 3]) * cur.s[p]);
       xp[p] = static_cast<int32_t>(l);
       lq_fwd += cur.lq[p * K + l];
     }
@@ -160,15 +150,11 @@ int32_t run_chain(const Model<T>& M, State<T> cur, State<T> prop, const int32_t*
   return n_acc;
 }
 
+// Every chain (labels already validated) in parallel, one thread's scratch per range of chains.
 template <typename T, typename label_t>
-void dlp_kernel(const char* name, label_t* chains, int64_t Bn, const Model<T>& M, int64_t n_steps, int64_t seed,
-                int64_t offset, int32_t* accepted) {
+void dlp_kernel(label_t* chains, int64_t Bn, const Model<T>& M, int64_t n_steps, int64_t seed, int64_t offset,
+                int32_t* accepted) {
   const int64_t K = M.K, D = M.D, HK = M.HK;
-  // Validate every chain first, so a bad label leaves all chains untouched.
-  at::parallel_for(0, Bn, 256, [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b)
-      for (int64_t i = 0; i < D; ++i) checked_label(name, chains[b * D + i], b, i, K);
-  });
   at::parallel_for(0, Bn, 1, [&](int64_t b0, int64_t b1) {
     std::vector<T> tbuf(2 * (2 * HK + D * K));
     std::vector<double> dbuf(2 * (2 * D * K + D));
@@ -200,31 +186,19 @@ void dlp_kernel(const char* name, label_t* chains, int64_t Bn, const Model<T>& M
   });
 }
 
-at::Tensor dlp_steps(at::Tensor& chains, const at::Tensor& W_, const at::Tensor& b_v_, const at::Tensor& b_h_,
+at::Tensor dlp_steps(at::Tensor& chains, const at::Tensor& W, const at::Tensor& b_v, const at::Tensor& b_h,
                      double step_size, int64_t n_steps, int64_t seed, int64_t offset) {
   const char* name = "deem::dlp_steps";
-  const Dims d = check_params(name, W_, &b_v_, b_h_);
-  check_labels(name, "chains", chains, d);
-  TORCH_CHECK(n_steps >= 0, name, ": n_steps must be >= 0, got ", n_steps);
   TORCH_CHECK(std::isfinite(step_size) && step_size > 0, name, ": step_size must be a positive finite number, got ",
               step_size);
-  TORCH_CHECK(d.D < (int64_t(1) << 30) && d.K < (int64_t(1) << 30), name, ": D or K too large");
-  const int64_t B = chains.size(0);
-  at::Tensor accepted = at::zeros({B}, chains.options().dtype(at::kInt));
-  if (B == 0) return accepted;
-  at::Tensor work = chains.is_contiguous() ? chains : chains.contiguous();
-  const at::Tensor W = W_.contiguous(), b_v = b_v_.contiguous(), b_h = b_h_.contiguous();
-  AT_DISPATCH_FLOATING_TYPES(W.scalar_type(), "deem", [&] {
-    using T = scalar_t;
-    const std::vector<T> Wt = w_il_jm(W.data_ptr<T>(), d);
-    const Model<T> M{d.K, d.D, d.H, d.H * d.K, Wt.data(), b_v.data_ptr<T>(), b_h.data_ptr<T>(), 1.0 / step_size};
-    DEEM_DISPATCH_LABELS(work.scalar_type(), name, [&] {
-      dlp_kernel<T, label_t>(name, work.data_ptr<label_t>(), B, M, n_steps, seed, offset,
-                             accepted.data_ptr<int32_t>());
-    });
-  });
-  if (!work.is_same(chains)) chains.copy_(work);
-  return accepted;
+  return run_chain_op(name, chains, W, b_v, b_h, n_steps,
+                      [&]<typename T, typename label_t>(const Dims& d, const at::Tensor& Wc, const at::Tensor& bv,
+                                                        const at::Tensor& bh, label_t* x, int64_t B, int32_t* acc) {
+                        const std::vector<T> Wt = w_il_jm(Wc.data_ptr<T>(), d);
+                        const Model<T> M{d.K, d.D, d.H, d.H * d.K, Wt.data(), bv.data_ptr<T>(), bh.data_ptr<T>(),
+                                         1.0 / step_size};
+                        dlp_kernel<T, label_t>(x, B, M, n_steps, seed, offset, acc);
+                      });
 }
 
 }  // namespace

@@ -11,7 +11,7 @@
 // running sum (row sums s_i = sum_l e[i, l] in double, the running sum over
 // rows, then within the chosen row): the same selection as the spec's flat
 // running sum up to the last bits of rounding.
-#include "cpu/common.h"
+#include "cpu/chain_op.h"
 #include "cpu/simd.h"
 
 namespace deem {
@@ -194,15 +194,11 @@ DEEM_CLONES int32_t run_chain(const Model<double>& M, Buffers<double> B, int32_t
   return run_chain_impl(M, B, x, b, n_steps, seed, offset);
 }
 
+// Every chain (labels already validated) in parallel, one thread's scratch per range of chains.
 template <typename T, typename label_t>
-void gwg_kernel(const char* name, label_t* chains, int64_t Bn, const Model<T>& M, int64_t n_steps, int64_t seed,
-                int64_t offset, int32_t* accepted) {
+void gwg_kernel(label_t* chains, int64_t Bn, const Model<T>& M, int64_t n_steps, int64_t seed, int64_t offset,
+                int32_t* accepted) {
   const int64_t K = M.K, D = M.D, HK = M.HK, Dp = M.Dp;
-  // Validate every chain first, so a bad label leaves all chains untouched.
-  at::parallel_for(0, Bn, 256, [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b)
-      for (int64_t i = 0; i < D; ++i) checked_label(name, chains[b * D + i], b, i, K);
-  });
   at::parallel_for(0, Bn, 1, [&](int64_t b0, int64_t b1) {
     std::vector<T> scratch(3 * HK + 4 * K * Dp);
     std::vector<double> sbuf(2 * Dp);
@@ -229,23 +225,14 @@ void gwg_kernel(const char* name, label_t* chains, int64_t Bn, const Model<T>& M
   });
 }
 
-at::Tensor gwg_steps(at::Tensor& chains, const at::Tensor& W_, const at::Tensor& b_v_, const at::Tensor& b_h_,
+at::Tensor gwg_steps(at::Tensor& chains, const at::Tensor& W, const at::Tensor& b_v, const at::Tensor& b_h,
                      int64_t n_steps, int64_t seed, int64_t offset) {
-  const char* name = "deem::gwg_steps";
-  const Dims d = check_params(name, W_, &b_v_, b_h_);
-  check_labels(name, "chains", chains, d);
-  TORCH_CHECK(n_steps >= 0, name, ": n_steps must be >= 0, got ", n_steps);
-  TORCH_CHECK(d.D < (int64_t(1) << 30) && d.K < (int64_t(1) << 30), name, ": D or K too large");
-  const int64_t B = chains.size(0);
-  at::Tensor accepted = at::zeros({B}, chains.options().dtype(at::kInt));
-  if (B == 0) return accepted;
-  at::Tensor work = chains.is_contiguous() ? chains : chains.contiguous();
-  const at::Tensor W = W_.contiguous(), b_v = b_v_.contiguous(), b_h = b_h_.contiguous();
-  AT_DISPATCH_FLOATING_TYPES(W.scalar_type(), "deem", [&] {
-    using T = scalar_t;
+  return run_chain_op("deem::gwg_steps", chains, W, b_v, b_h, n_steps,
+                      [&]<typename T, typename label_t>(const Dims& d, const at::Tensor& Wc, const at::Tensor& b_vc,
+                                                        const at::Tensor& b_hc, label_t* x, int64_t B, int32_t* acc) {
     const int64_t K = d.K, D = d.D, H = d.H, HK = H * K, Dp = (D + 7) / 8 * 8;
-    const T* w = W.data_ptr<T>();
-    const T* bvp = b_v.data_ptr<T>();
+    const T* w = Wc.data_ptr<T>();
+    const T* bvp = b_vc.data_ptr<T>();
     const std::vector<T> Wt = w_il_jm(w, d);
     std::vector<T> Wg(HK * K * Dp, T(0)), bv(K * Dp, T(0));
     for (int64_t l = 0; l < K; ++l)
@@ -254,14 +241,9 @@ at::Tensor gwg_steps(at::Tensor& chains, const at::Tensor& W_, const at::Tensor&
           bv[l * Dp + i] = bvp[i * K + l];
           for (int64_t j = 0; j < H; ++j) Wg[((j * K + m) * K + l) * Dp + i] = w[((l * K + m) * D + i) * H + j];
         }
-    const Model<T> M{K, D, H, HK, Dp, Wt.data(), Wg.data(), bv.data(), b_h.data_ptr<T>()};
-    DEEM_DISPATCH_LABELS(work.scalar_type(), name, [&] {
-      gwg_kernel<T, label_t>(name, work.data_ptr<label_t>(), B, M, n_steps, seed, offset,
-                             accepted.data_ptr<int32_t>());
-    });
+    const Model<T> M{K, D, H, HK, Dp, Wt.data(), Wg.data(), bv.data(), b_hc.data_ptr<T>()};
+    gwg_kernel<T, label_t>(x, B, M, n_steps, seed, offset, acc);
   });
-  if (!work.is_same(chains)) chains.copy_(work);
-  return accepted;
 }
 
 }  // namespace

@@ -42,9 +42,24 @@ struct Layout {
   }
 };
 
+// Everything a pass reads besides the rows: P = exp(logp) (K_l, K_m, D), log prior, prior
+// probabilities, where the sums go in a buffer, and the posterior output (or null).
+struct Pass {
+  int64_t K, D;
+  const double *P, *logpi, *prior;
+  Layout lay;
+  bool want_counts;
+  double* post;
+};
+
 template <typename T>
-inline __attribute__((always_inline)) void pass_rows_impl(const T* v, int64_t r0, int64_t r1, int64_t K, int64_t D, const double* P, const double* logpi,
-               const Layout& lay, bool want_counts, double* post, double* buf) {
+inline __attribute__((always_inline)) void pass_rows_impl(const T* v, int64_t r0, int64_t r1, const Pass& ps,
+                                                          double* buf) {
+  const int64_t K = ps.K, D = ps.D;
+  const double *P = ps.P, *logpi = ps.logpi, *prior = ps.prior;
+  const Layout& lay = ps.lay;
+  const bool want_counts = ps.want_counts;
+  double* post = ps.post;
   std::vector<double> row(K * D), a(K * D), s(K), q(K);
   std::vector<int64_t> ex(K);
   std::vector<unsigned char> present(D);
@@ -88,11 +103,7 @@ inline __attribute__((always_inline)) void pass_rows_impl(const T* v, int64_t r0
       if (any) {
         for (int64_t m = 0; m < K; ++m) post[n * K + m] = q[m];
       } else {  // no evidence: the class prior
-        double pm = logpi[0];
-        for (int64_t m = 1; m < K; ++m) pm = std::max(pm, logpi[m]);
-        double pz = 0.0;
-        for (int64_t m = 0; m < K; ++m) pz += std::exp(logpi[m] - pm);
-        for (int64_t m = 0; m < K; ++m) post[n * K + m] = std::exp(logpi[m] - pm) / pz;
+        for (int64_t m = 0; m < K; ++m) post[n * K + m] = prior[m];
       }
     }
     if (!any) continue;
@@ -117,13 +128,11 @@ inline __attribute__((always_inline)) void pass_rows_impl(const T* v, int64_t r0
 }
 
 // Non-template entry points, cloned for AVX2 and the baseline ISA (the row loops vectorize).
-DEEM_CLONES void pass_rows(const float* v, int64_t r0, int64_t r1, int64_t K, int64_t D, const double* P,
-                           const double* logpi, const Layout& lay, bool want_counts, double* post, double* buf) {
-  pass_rows_impl(v, r0, r1, K, D, P, logpi, lay, want_counts, post, buf);
+DEEM_CLONES void pass_rows(const float* v, int64_t r0, int64_t r1, const Pass& ps, double* buf) {
+  pass_rows_impl(v, r0, r1, ps, buf);
 }
-DEEM_CLONES void pass_rows(const double* v, int64_t r0, int64_t r1, int64_t K, int64_t D, const double* P,
-                           const double* logpi, const Layout& lay, bool want_counts, double* post, double* buf) {
-  pass_rows_impl(v, r0, r1, K, D, P, logpi, lay, want_counts, post, buf);
+DEEM_CLONES void pass_rows(const double* v, int64_t r0, int64_t r1, const Pass& ps, double* buf) {
+  pass_rows_impl(v, r0, r1, ps, buf);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> soft_evidence_pass(
@@ -145,16 +154,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> soft_evid
   const at::Tensor v = v_.contiguous();
   const at::Tensor P = logp_.exp().contiguous();
   const at::Tensor logpi = logpi_.contiguous();
+  const at::Tensor prior = at::softmax(logpi, 0);  // the posterior of a row without evidence
   const auto f64 = v.options().dtype(at::kDouble);
   at::Tensor post = want_posterior ? at::empty({N, K}, f64) : at::empty({0, K}, f64);
   const Layout lay(K, D, want_counts);
+  const Pass ps{K, D, P.data_ptr<double>(), logpi.data_ptr<double>(), prior.data_ptr<double>(), lay, want_counts,
+                want_posterior ? post.data_ptr<double>() : nullptr};
   std::vector<double> tot;
   AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "deem", [&] {
     const scalar_t* vp = v.data_ptr<scalar_t>();
-    double* pp = want_posterior ? post.data_ptr<double>() : nullptr;
-    tot = chunked_reduce(N, lay.size, [&](int64_t r0, int64_t r1, double* buf) {
-      pass_rows(vp, r0, r1, K, D, P.data_ptr<double>(), logpi.data_ptr<double>(), lay, want_counts, pp, buf);
-    });
+    tot = chunked_reduce(N, lay.size, [&](int64_t r0, int64_t r1, double* buf) { pass_rows(vp, r0, r1, ps, buf); });
   });
   at::Tensor counts = at::empty({want_counts ? K : 0, K, D}, f64);
   if (want_counts) {

@@ -11,7 +11,7 @@
 // log-probabilities) is cached across steps and swapped with the proposal's on
 // acceptance. Wt and Wg are staged in shared memory once per block when they fit.
 // Bad labels: treated as missing and flagged (read only with DEEM_CHECK_KERNELS=1).
-#include "cuda/chain_eval.cuh"
+#include "cuda/chain.cuh"
 
 namespace deem {
 namespace cuda {
@@ -22,22 +22,8 @@ constexpr uint32_t kDlpStream = 0x80000000u;
 constexpr uint32_t kDlpAcceptStream = 0x7FFFFFFFu;
 
 template <typename scalar_t>
-struct DlpArgs {
-  int64_t B;
-  int D, K, H;
-  const scalar_t* Wt;  // (D, K_v, H*K)
-  long long wt_off;
-  const scalar_t* Wg;  // (H*K, D, K_v)
-  long long wg_off;
-  const scalar_t* bv;
-  const scalar_t* bh;
+struct DlpArgs : ChainArgs<scalar_t> {
   double inv_step;
-  int n_steps;
-  uint64_t seed, offset;
-  int32_t* accepted;
-  unsigned char* ws_global;  // (total warps, ws_bytes) when ws_off < 0
-  long long ws_off;
-  long long ws_bytes;  // per warp
   long long xp_off, P_off[2], g_off[2], e_off[2], s_off[2], lq_off[2];  // inside a warp's slice
 };
 
@@ -91,15 +77,11 @@ template <typename scalar_t, typename label_t>
 __global__ void __launch_bounds__(kDlpWarps * 32)
     dlp_kernel(DlpArgs<scalar_t> a, label_t* __restrict__ chains, int* __restrict__ flag) {
   extern __shared__ __align__(16) unsigned char smem[];
-  const int D = a.D, K = a.K, DK = D * K;
-  const int64_t DKHK = int64_t(DK) * a.H * K;
-  const scalar_t* Wt = stage(a.Wt, DKHK, a.wt_off, smem);
-  const scalar_t* Wg = stage(a.Wg, DKHK, a.wg_off, smem);
-  __syncthreads();
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int64_t gwarp = int64_t(blockIdx.x) * kDlpWarps + warp;
-  const int64_t nwarps = int64_t(gridDim.x) * kDlpWarps;
-  unsigned char* ws = a.ws_off >= 0 ? smem + a.ws_off + warp * a.ws_bytes : a.ws_global + gwarp * a.ws_bytes;
+  const int D = a.D, K = a.K;
+  const ChainWarp<scalar_t> w = chain_warp<kDlpWarps>(a, smem);
+  const scalar_t *Wt = w.Wt, *Wg = w.Wg;
+  const int lane = w.lane;
+  unsigned char* ws = w.ws;
   int* x = reinterpret_cast<int*>(ws);
   int* xp = reinterpret_cast<int*>(ws + a.xp_off);
   StateBufs<scalar_t> S[2];
@@ -111,7 +93,7 @@ __global__ void __launch_bounds__(kDlpWarps * 32)
     S[k].lq = reinterpret_cast<double*>(ws + a.lq_off[k]);
   }
   bool bad = false;
-  for (int64_t b = gwarp; b < a.B; b += nwarps) {
+  for (int64_t b = w.first; b < a.B; b += w.stride) {
     label_t* row = chains + b * D;
     int present = 0;
     for (int i = lane; i < D; i += 32) {
@@ -133,17 +115,7 @@ __global__ void __launch_bounds__(kDlpWarps * 32)
           if (xi < 0) continue;
           const Philox4 r = philox_draw(a.seed, kDlpStream | static_cast<uint32_t>(i >> 2), static_cast<uint32_t>(b),
                                         step);
-          const double* e = cur.e + i * K;
-          const double thr = philox_uniform(r.v[i & 3]) * cur.s[i];
-          double run = 0.0;
-          int l = K - 1;
-          for (int k = 0; k < K; ++k) {
-            run += e[k];
-            if (thr < run) {
-              l = k;
-              break;
-            }
-          }
+          const int l = sample_categorical(cur.e + i * K, K, philox_uniform(r.v[i & 3]) * cur.s[i]);
           xp[i] = l;
           lq_fwd += cur.lq[i * K + l];
         }
@@ -198,19 +170,8 @@ at::Tensor dlp_steps(at::Tensor& chains, const at::Tensor& W_, const at::Tensor&
     DEEM_DISPATCH_LABELS(x.scalar_type(), name, [&] {
       const at::Tensor Wt = w_il_jm(W), Wg = w_jm_il(W);
       DlpArgs<scalar_t> a;
-      a.B = B;
-      a.D = static_cast<int>(D);
-      a.K = static_cast<int>(K);
-      a.H = static_cast<int>(d.H);
-      a.Wt = Wt.data_ptr<scalar_t>();
-      a.Wg = Wg.data_ptr<scalar_t>();
-      a.bv = b_v.data_ptr<scalar_t>();
-      a.bh = b_h.data_ptr<scalar_t>();
+      fill_chain_args(a, B, d, Wt, Wg, b_v, b_h, n_steps, seed, offset, accepted);
       a.inv_step = 1.0 / step_size;
-      a.n_steps = static_cast<int>(n_steps);
-      a.seed = static_cast<uint64_t>(seed);
-      a.offset = static_cast<uint64_t>(offset);
-      a.accepted = accepted.data_ptr<int32_t>();
       // Per-warp slice: x, x' (int, D) | per state: P (HK), g (DK), e (double DK), s (double D), lq (double DK).
       SmemPlan slice(~size_t(0));
       slice.add(D * sizeof(int));
@@ -223,25 +184,7 @@ at::Tensor dlp_steps(at::Tensor& chains, const at::Tensor& W_, const at::Tensor&
         a.lq_off[k] = slice.add(DK * sizeof(double));
       }
       a.ws_bytes = static_cast<long long>(round16(slice.used));
-      SmemPlan plan(max_smem_optin());
-      a.ws_off = plan.add_optional(size_t(a.ws_bytes) * kDlpWarps);  // chain state first: hottest
-      a.wg_off = plan.add_optional(size_t(DK * HK) * sizeof(scalar_t));
-      a.wt_off = plan.add_optional(size_t(DK * HK) * sizeof(scalar_t));
-      const size_t smem = plan.used;
-      auto kernel = dlp_kernel<scalar_t, label_t>;
-      set_smem(kernel, smem);
-      const int threads = kDlpWarps * 32;
-      const int64_t grid =
-          std::min<int64_t>(ceil_div(B, kDlpWarps), int64_t(blocks_per_sm(kernel, threads, smem)) * num_sms());
-      at::Tensor ws_global;
-      a.ws_global = nullptr;
-      if (a.ws_off < 0) {
-        ws_global = at::empty({grid * kDlpWarps * a.ws_bytes}, W.options().dtype(at::kByte));
-        a.ws_global = ws_global.data_ptr<uint8_t>();
-      }
-      kernel<<<static_cast<unsigned>(grid), threads, smem, at::cuda::getCurrentCUDAStream()>>>(
-          a, x.data_ptr<label_t>(), flag.data_ptr<int>());
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      launch_chains<kDlpWarps>(dlp_kernel<scalar_t, label_t>, a, W, x.data_ptr<label_t>(), flag.data_ptr<int>());
     });
   });
   if (!in_place) chains.copy_(x);

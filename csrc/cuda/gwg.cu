@@ -24,7 +24,7 @@
 // Bad labels: hot path, no sync -- an entry outside [-1, K) is treated as
 // missing (never read as an index, never written) and flagged on the device;
 // the flag is read only when DEEM_CHECK_KERNELS=1.
-#include "cuda/chain_eval.cuh"
+#include "cuda/chain.cuh"
 
 namespace deem {
 namespace cuda {
@@ -33,21 +33,7 @@ namespace {
 constexpr int kGwgWarps = 4;
 
 template <typename scalar_t>
-struct GwgArgs {
-  int64_t B;
-  int D, K, H;
-  const scalar_t* Wt;  // (D, K_v, H*K)
-  long long wt_off;
-  const scalar_t* Wg;  // (H*K, D, K_v)
-  long long wg_off;
-  const scalar_t* bv;
-  const scalar_t* bh;
-  int n_steps;
-  uint64_t seed, offset;
-  int32_t* accepted;
-  unsigned char* ws_global;  // (total warps, ws_bytes) when ws_off < 0
-  long long ws_off;
-  long long ws_bytes;  // per warp
+struct GwgArgs : ChainArgs<scalar_t> {
   long long P_off, g_off, P1_off, g1_off;  // inside a warp's slice
 };
 
@@ -134,18 +120,14 @@ template <typename scalar_t, typename label_t>
 __global__ void __launch_bounds__(kGwgWarps * 32)
     gwg_kernel(GwgArgs<scalar_t> a, label_t* __restrict__ chains, int* __restrict__ flag) {
   extern __shared__ __align__(16) unsigned char smem[];
-  const int D = a.D, K = a.K, DK = D * K;
-  const int64_t DKHK = int64_t(DK) * a.H * K;
-  const scalar_t* Wt = stage(a.Wt, DKHK, a.wt_off, smem);
-  const scalar_t* Wg = stage(a.Wg, DKHK, a.wg_off, smem);
-  __syncthreads();
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int64_t gwarp = int64_t(blockIdx.x) * kGwgWarps + warp;
-  const int64_t nwarps = int64_t(gridDim.x) * kGwgWarps;
-  unsigned char* ws = a.ws_off >= 0 ? smem + a.ws_off + warp * a.ws_bytes : a.ws_global + gwarp * a.ws_bytes;
+  const int D = a.D, K = a.K;
+  const ChainWarp<scalar_t> w = chain_warp<kGwgWarps>(a, smem);
+  const scalar_t *Wt = w.Wt, *Wg = w.Wg;
+  const int lane = w.lane;
+  unsigned char* ws = w.ws;
   int* x = reinterpret_cast<int*>(ws);
   bool bad = false;
-  for (int64_t b = gwarp; b < a.B; b += nwarps) {
+  for (int64_t b = w.first; b < a.B; b += w.stride) {
     label_t* row = chains + b * D;
     for (int i = lane; i < D; i += 32) x[i] = checked_label(row[i], K, bad);
     __syncwarp();
@@ -216,18 +198,7 @@ at::Tensor gwg_steps(at::Tensor& chains, const at::Tensor& W_, const at::Tensor&
     DEEM_DISPATCH_LABELS(x.scalar_type(), name, [&] {
       const at::Tensor Wt = w_il_jm(W), Wg = w_jm_il(W);
       GwgArgs<scalar_t> a;
-      a.B = B;
-      a.D = static_cast<int>(D);
-      a.K = static_cast<int>(K);
-      a.H = static_cast<int>(d.H);
-      a.Wt = Wt.data_ptr<scalar_t>();
-      a.Wg = Wg.data_ptr<scalar_t>();
-      a.bv = b_v.data_ptr<scalar_t>();
-      a.bh = b_h.data_ptr<scalar_t>();
-      a.n_steps = static_cast<int>(n_steps);
-      a.seed = static_cast<uint64_t>(seed);
-      a.offset = static_cast<uint64_t>(offset);
-      a.accepted = accepted.data_ptr<int32_t>();
+      fill_chain_args(a, B, d, Wt, Wg, b_v, b_h, n_steps, seed, offset, accepted);
       // Per-warp slice: x (int, D) | P (HK) | g (DK) | P' (HK) | g' (DK).
       SmemPlan slice(~size_t(0));
       slice.add(D * sizeof(int));
@@ -236,25 +207,7 @@ at::Tensor gwg_steps(at::Tensor& chains, const at::Tensor& W_, const at::Tensor&
       a.P1_off = slice.add(HK * sizeof(scalar_t));
       a.g1_off = slice.add(DK * sizeof(scalar_t));
       a.ws_bytes = static_cast<long long>(round16(slice.used));
-      SmemPlan plan(max_smem_optin());
-      a.ws_off = plan.add_optional(size_t(a.ws_bytes) * kGwgWarps);  // chain state first: hottest
-      a.wg_off = plan.add_optional(size_t(DK * HK) * sizeof(scalar_t));
-      a.wt_off = plan.add_optional(size_t(DK * HK) * sizeof(scalar_t));
-      const size_t smem = plan.used;
-      auto kernel = gwg_kernel<scalar_t, label_t>;
-      set_smem(kernel, smem);
-      const int threads = kGwgWarps * 32;
-      const int64_t grid =
-          std::min<int64_t>(ceil_div(B, kGwgWarps), int64_t(blocks_per_sm(kernel, threads, smem)) * num_sms());
-      at::Tensor ws_global;
-      a.ws_global = nullptr;
-      if (a.ws_off < 0) {
-        ws_global = at::empty({grid * kGwgWarps * a.ws_bytes}, W.options().dtype(at::kByte));
-        a.ws_global = ws_global.data_ptr<uint8_t>();
-      }
-      kernel<<<static_cast<unsigned>(grid), threads, smem, at::cuda::getCurrentCUDAStream()>>>(
-          a, x.data_ptr<label_t>(), flag.data_ptr<int>());
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      launch_chains<kGwgWarps>(gwg_kernel<scalar_t, label_t>, a, W, x.data_ptr<label_t>(), flag.data_ptr<int>());
     });
   });
   if (!in_place) chains.copy_(x);
