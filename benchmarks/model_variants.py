@@ -20,7 +20,15 @@ except the final score):
   subtype weights, best evidence of 5 random starts.
 - ``hard-items``: each task is easy (workers answer with their own confusion) or hard
   (every worker answers with one shared confusion): a hidden state (class, difficulty).
+- ``communities-M``: workers fall into M communities, each with its own Dirichlet prior
+  on the confusions, learned by empirical Bayes (community-based BCC, Venanzi et al.
+  2014): a sparse worker borrows from the workers it resembles instead of from everyone.
+- ``item-terms-L``: a per-task term added to every worker's confusion logits,
+  ``P_i(l | c, task j) ∝ exp(sigma_i[c, l] + tau_j[c, l])``, L2-penalized (worker weight
+  0.01, task weight L): the probabilistic form of regularized minimax conditional
+  entropy (Zhou et al. 2012, 2015), fitted by EM with L-BFGS M-steps.
 
+``--load FILE`` reuses the results of an earlier ``--json`` for the methods not run now.
 ``--synthetic`` adds the 104 hard-label synthetic ensembles of
 ``train_hyperparameter_predictor.py`` (known truth; DS-like, spammers, adversarial and
 correlated copies, hard items, imbalance, 2-10 classes) to check the variants there too.
@@ -35,7 +43,7 @@ import time
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.optimize import linear_sum_assignment
+from scipy.optimize import linear_sum_assignment, minimize
 from scipy.special import betaln, digamma, gammaln
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -190,6 +198,118 @@ def hard_items(X, k, strength=2.0, diag=2.0, hard_diag=2.0, max_iter=2000, tol=1
     return best[1]
 
 
+# ----------------------------------------------------------------------------- worker communities
+def _log_beta(a):
+    return gammaln(a).sum(-1) - gammaln(a.sum(-1))
+
+
+def _community_prior(log_params, k):
+    diag, off = np.exp(log_params)
+    return np.full((k, k), off) + diag * np.eye(k)  # (K_class, K_label)
+
+
+def _fit_community_prior(weighted_elog, weight, log_params, k):
+    """(diag, off) of one community maximizing its weighted prior terms of the bound."""
+    bound = (np.log(1e-3), np.log(1e3))
+
+    def negative(h):
+        a = _community_prior(h, k)
+        value = -weight * _log_beta(a).sum() + ((a - 1) * weighted_elog).sum()
+        grad = weight * (digamma(a.sum(axis=1))[:, None] - digamma(a)) + weighted_elog
+        diag, off = np.exp(h)
+        return -value, -np.array([np.trace(grad) * diag, grad.sum() * off])
+
+    return minimize(negative, log_params, jac=True, method="L-BFGS-B", bounds=[bound] * 2).x
+
+
+def communities(X, k, m, a_pi=1.0, max_iter=1000, tol=1e-7):
+    """Community-based BCC: q(community) per worker, q(confusion | community) Dirichlet, priors by EB.
+
+    For fixed task posteriors the optimal q(confusion | community c) is Dir(alpha_c + counts)
+    and q(community c) is proportional to rho_c times the Dirichlet-multinomial evidence of the
+    worker's expected counts under alpha_c; the communities start at distinct strengths.
+    """
+    n, d = X.shape
+    A = one_hot(X, k)
+    votes = vote_counts(X, k)
+    soft = votes / votes.sum(axis=1, keepdims=True)
+    best = None
+    for Q in (soft, np.eye(k)[soft.argmax(axis=1)]):
+        params = [np.log([s, 1.0]) for s in (8.0, 1.0, 0.2, 3.0, 0.5)[:m]]
+        rho = np.full(m, 1.0 / m)
+        for it in range(max_iter):
+            counts = np.asarray(A.T @ Q).reshape(d, k, k).transpose(0, 2, 1)  # (D, K_class, K_label)
+            for rounds in range(2):  # responsibilities, priors, responsibilities again
+                alphas = np.stack([_community_prior(h, k) for h in params])
+                post = counts[:, None] + alphas[None]  # (D, M, K, K)
+                evidence = (_log_beta(post) - _log_beta(alphas)[None]).sum(-1) + np.log(rho)[None]
+                R = np.exp(evidence - evidence.max(axis=1, keepdims=True))
+                R /= R.sum(axis=1, keepdims=True)
+                elog = expected_log_dirichlet(post)
+                if rounds == 0:
+                    params = [_fit_community_prior((R[:, c, None, None] * elog[:, c]).sum(0), R[:, c].sum(),
+                                                   params[c], k) for c in range(m)]
+            rho = R.sum(axis=0) + 1e-9
+            rho /= rho.sum()
+            E = (R[:, :, None, None] * elog).sum(axis=1)
+            scores = np.asarray(A @ E.transpose(0, 2, 1).reshape(d * k, k)) + expected_log_dirichlet(Q.sum(0) + a_pi)
+            new = np.exp(scores - scores.max(axis=1, keepdims=True))
+            new /= new.sum(axis=1, keepdims=True)
+            moved = np.abs(new - Q).max()
+            Q = new
+            if moved < tol:
+                break
+        # collapsed bound at the final task posteriors: worker evidences + class weights + entropy
+        counts = np.asarray(A.T @ Q).reshape(d, k, k).transpose(0, 2, 1)
+        alphas = np.stack([_community_prior(h, k) for h in params])
+        evidence = (_log_beta(counts[:, None] + alphas[None]) - _log_beta(alphas)[None]).sum(-1) + np.log(rho)[None]
+        top = evidence.max(axis=1)
+        score = ((top + np.log(np.exp(evidence - top[:, None]).sum(axis=1))).sum()
+                 + _log_beta(Q.sum(0) + a_pi) - _log_beta(np.full(k, a_pi))
+                 - (Q * np.log(np.maximum(Q, 1e-300))).sum())
+        if best is None or score > best[0]:
+            best = (score, Q)
+    return best[1]
+
+
+# ----------------------------------------------------------------------------- item terms (minimax entropy)
+def item_terms(X, k, task_weight, worker_weight=0.01, outer=30, inner=30, tol=1e-5):
+    """EM of P_i(l | c, j) = softmax_l(sigma_i[c] + tau_j[c]) with L2 penalties; returns q (N, K)."""
+    import torch
+
+    n, d = X.shape
+    rows, cols = np.nonzero(X >= 0)
+    r, c = torch.as_tensor(rows), torch.as_tensor(cols)
+    label = torch.as_tensor(X[rows, cols]).view(-1, 1, 1).expand(-1, k, 1)
+    votes = vote_counts(X, k)
+    Q = torch.as_tensor(votes / votes.sum(axis=1, keepdims=True))
+    sigma = torch.zeros(d, k, k, dtype=torch.float64, requires_grad=True)
+    tau = torch.zeros(n, k, k, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([sigma, tau], max_iter=inner, line_search_fn="strong_wolfe", history_size=20)
+
+    def log_lik():  # (labels, K_class): log P(given label | class) of each observed label
+        logits = sigma[c] + tau[r]
+        return logits.gather(2, label)[..., 0] - torch.logsumexp(logits, dim=2)
+
+    def closure():
+        opt.zero_grad()
+        loss = (-(Q[r] * log_lik()).sum() + 0.5 * worker_weight * (sigma ** 2).sum()
+                + 0.5 * task_weight * (tau ** 2).sum())
+        loss.backward()
+        return loss
+
+    for _ in range(outer):
+        opt.step(closure)
+        with torch.no_grad():
+            scores = torch.zeros(n, k, dtype=torch.float64).index_add_(0, r, log_lik()) + Q.mean(0).log()
+            new = torch.softmax(scores, dim=1)
+            moved = (new - Q).abs().max().item()
+            Q = new
+        if moved < tol:
+            break
+    return Q.numpy()
+
+
 # ----------------------------------------------------------------------------- main
 def default(X, k):
     return DEEM(n_classes=k, random_state=0, device="cpu").fit(X).predict_proba(X)
@@ -203,6 +323,10 @@ METHODS = {
     "subtypes-3": lambda X, k: subtypes(X, k, 3),
     "subtypes-10": lambda X, k: subtypes(X, k, 10),
     "hard-items": hard_items,
+    "communities-2": lambda X, k: communities(X, k, 2),
+    "communities-3": lambda X, k: communities(X, k, 3),
+    "item-terms-10": lambda X, k: item_terms(X, k, 10.0),
+    "item-terms-30": lambda X, k: item_terms(X, k, 30.0),
 }
 
 
@@ -212,12 +336,19 @@ def main(argv=None):
     parser.add_argument("--synthetic", action="store_true", help="also the 104 synthetic hard-label ensembles")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--load", help="results of an earlier --json: kept for the methods not run now")
     args = parser.parse_args(argv)
     methods = args.methods.split(",")
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         parser.error(f"unknown methods {unknown}; choose from {list(METHODS)}")
     results = {"command": " ".join(sys.argv), "real": {}, "synthetic": {}}
+    if args.load:
+        with open(args.load) as fh:
+            earlier = json.load(fh)
+        for part in ("real", "synthetic"):
+            results[part] = {m: v for m, v in earlier.get(part, {}).items() if m not in methods}
+        results["command"] = earlier.get("command", "") + " ; " + results["command"]
     names = sorted(n for n in os.listdir(args.datasets_dir)
                    if os.path.exists(os.path.join(args.datasets_dir, n, "answers.csv")))
     for name in names:
@@ -228,7 +359,7 @@ def main(argv=None):
             results["real"].setdefault(method, {})[name] = acc
             print(f"{name:10s} {method:12s} {acc:.4f} ({time.perf_counter() - start:.1f} s)", flush=True)
     print("\nmean over the crowds:")
-    for method in methods:
+    for method in results["real"]:
         accs = results["real"][method]
         print(f"  {method:12s} {np.mean(list(accs.values())):.4f}  "
               + " ".join(f"{n} {a:.4f}" for n, a in accs.items()))
@@ -244,7 +375,7 @@ def main(argv=None):
                 results["synthetic"].setdefault(method, []).append(accuracy(q, X, y, spec["n_classes"]))
         print("\nsynthetic hard-label ensembles (mean accuracy, ensembles > 1 point below the default):")
         base = np.array(results["synthetic"].get("default", []))
-        for method in methods:
+        for method in results["synthetic"]:
             accs = np.array(results["synthetic"][method])
             worse = int((accs < base - 0.01).sum()) if len(base) else -1
             print(f"  {method:12s} n={len(accs)} mean {accs.mean():.4f}  below default by >1 pt: {worse}")
