@@ -155,13 +155,13 @@ def run_original(python: str, answers: pd.DataFrame, n_classes: int, seed: int, 
     try:
         proc = subprocess.run([python, "-I", RUNNER, x_path, json.dumps(cfg), "--out", out],
                               cwd=tmpdir, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise RuntimeError(f"timed out after {timeout} s")
+    except subprocess.TimeoutExpired as err:
+        raise RuntimeError(f"timed out after {timeout} s") from err
     try:
         with open(out) as f:
             res = json.load(f)
-    except (OSError, ValueError):
-        raise RuntimeError(f"runner exited {proc.returncode}: {proc.stderr[-1500:]}")
+    except (OSError, ValueError) as err:
+        raise RuntimeError(f"runner exited {proc.returncode}: {proc.stderr[-1500:]}") from err
     if not res.get("ok"):
         raise RuntimeError(res.get("error", "runner failed"))
     pred = pd.Series(np.load(pred_path), index=tasks)

@@ -237,7 +237,7 @@ def communities(X, k, m, a_pi=1.0, max_iter=1000, tol=1e-7):
     for Q in (soft, np.eye(k)[soft.argmax(axis=1)]):
         params = [np.log([s, 1.0]) for s in (8.0, 1.0, 0.2, 3.0, 0.5)[:m]]
         rho = np.full(m, 1.0 / m)
-        for it in range(max_iter):
+        for _ in range(max_iter):
             counts = np.asarray(A.T @ Q).reshape(d, k, k).transpose(0, 2, 1)  # (D, K_class, K_label)
             for rounds in range(2):  # responsibilities, priors, responsibilities again
                 alphas = np.stack([_community_prior(h, k) for h in params])

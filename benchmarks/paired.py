@@ -61,7 +61,8 @@ def main(argv=None) -> int:
     if not names:
         parser.error(f"no dataset folders with answers.csv under {args.datasets_dir}")
     diffs, rows = {}, []
-    print(f"{'dataset':10s} {'gold':>6s} {'ours':>7s} {args.peer:>7s} {'only ours':>10s} {'only peer':>10s} {'McNemar p':>10s}")
+    header = ("dataset", "gold", "ours", args.peer, "only ours", "only peer", "McNemar p")
+    print("{:10s} {:>6s} {:>7s} {:>7s} {:>10s} {:>10s} {:>10s}".format(*header))
     for name in names:
         answers, gold, _ = load_dataset(os.path.join(args.datasets_dir, name))
         ours = correct(run_ours(params, answers, args.seed)[0], gold)
@@ -71,7 +72,8 @@ def main(argv=None) -> int:
         diffs[name] = ours - peer
         rows.append(dict(dataset=name, gold=len(gold), ours=ours.mean(), peer=peer.mean(),
                          only_ours=only_ours, only_peer=only_peer, mcnemar_p=p))
-        print(f"{name:10s} {len(gold):6d} {ours.mean():7.4f} {peer.mean():7.4f} {only_ours:10d} {only_peer:10d} {p:10.3f}")
+        print(f"{name:10s} {len(gold):6d} {ours.mean():7.4f} {peer.mean():7.4f} "
+              f"{only_ours:10d} {only_peer:10d} {p:10.3f}")
 
     boot = bootstrap_mean_difference(diffs, args.draws, args.seed)
     observed = float(np.mean([d.mean() for d in diffs.values()]))
