@@ -64,8 +64,8 @@ from deem.rbm import RBM
 from deem.soft_evidence import fit_soft_evidence, posterior_soft_evidence
 from deem.solvers import train_exact
 
-METHODS = ["mean prob", "majority vote", "DEEM default (soft)", "DEEM soft (gwg)", "DEEM exact (hard)", "virtual evidence",
-           "geometric pool, prior 2", "geometric pool, prior 0"]
+METHODS = ["mean prob", "majority vote", "DEEM default (soft)", "DEEM soft (gwg)", "DEEM exact (hard)",
+           "virtual evidence", "geometric pool, prior 2", "geometric pool, prior 0"]
 MISSING_RATE = 0.3
 
 
@@ -95,7 +95,9 @@ DATASETS = ["digits", "wine", "breast_cancer", "iris", "synth-20class", "synth-i
 
 def ensemble(seed: int):
     """A dozen diverse classifiers; some are weak on purpose (stumps, 1-NN, naive Bayes)."""
-    scaled = lambda est: make_pipeline(StandardScaler(), est)
+    def scaled(est):
+        return make_pipeline(StandardScaler(), est)
+
     return [
         ("logreg", scaled(LogisticRegression(max_iter=500))),
         ("logreg-strongreg", scaled(LogisticRegression(C=0.01, max_iter=500))),
@@ -239,7 +241,8 @@ def main(argv=None):
             V_full, y, member_names, accs = soft_labels(name, seed)
             ensemble_info.setdefault(name, []).append(
                 {"seed": seed, "n_test": len(y), "n_classes": int(V_full.shape[1]),
-                 "member_accuracy": dict(zip(member_names, accs)), "train_seconds": time.perf_counter() - t0})
+                 "member_accuracy": dict(zip(member_names, accs, strict=True)),
+                 "train_seconds": time.perf_counter() - t0})
             for variant in ("full", "missing"):
                 V = V_full if variant == "full" else drop_entries(V_full, seed)
                 for method in METHODS:
@@ -285,7 +288,8 @@ def summarize(records, names):
     for variant in ("full", "missing"):
         for name in names:
             for method in METHODS:
-                runs = [r for r in records if r["dataset"] == name and r["variant"] == variant and r["method"] == method]
+                runs = [r for r in records
+                        if r["dataset"] == name and r["variant"] == variant and r["method"] == method]
                 ok = [r for r in runs if "accuracy" in r]
                 entry = {"seconds": float(np.mean([r["seconds"] for r in runs])), "n": len(ok)}
                 if ok:
@@ -343,7 +347,8 @@ def print_tables(summary, records, args, diag, ensemble_info):
     print("|---" * (len(next(iter(diag.values()))) + 1) + "|")
     for label, row in diag.items():
         print(f"| {label} | " + " | ".join(
-            f"{v['accuracy']:.4f} (largest predicted class {v['largest_class_share']:.0%})" for v in row.values()) + " |")
+            f"{v['accuracy']:.4f} (largest predicted class {v['largest_class_share']:.0%})"
+            for v in row.values()) + " |")
 
 
 if __name__ == "__main__":

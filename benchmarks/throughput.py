@@ -282,7 +282,8 @@ def main(argv=None) -> int:
     backends = [] if args.skip_ours else (["extension"] if args.skip_reference else ["extension", "reference"])
 
     rows = []
-    header = ("| impl | device | N×D×K | epochs | fit s | train rows·epochs/s | predict s | predict rows/s | vs original |\n"
+    header = ("| impl | device | N×D×K | epochs | fit s | train rows·epochs/s | predict s | predict rows/s "
+              "| vs original |\n"
               "|---|---|---|---|---|---|---|---|---|")
     print(header, flush=True)
     with tempfile.TemporaryDirectory(prefix="deem-throughput-") as tmpdir:

@@ -279,7 +279,8 @@ def run_search(args, candidates):
         kind = "soft" if spec["soft"] else "hard"
         rec = by_seed.get(seed)
         if rec is None:
-            rec = dict(spec=spec, kind=kind, features=meta_features(check_labels(X)), accuracy={}, seconds={}, errors={})
+            rec = dict(spec=spec, kind=kind, features=meta_features(check_labels(X)),
+                       accuracy={}, seconds={}, errors={})
             results["datasets"].append(rec)
             by_seed[seed] = rec
         todo = [c for c in candidates if kind in CANDIDATES[c][1] and c not in rec["accuracy"]]
@@ -377,7 +378,8 @@ def build_bundle(records, names, kinds_available, metadata=None):
         format=FORMAT, schema_version=SCHEMA_VERSION, feature_names=list(FEATURE_NAMES),
         configs=configs, config_names=names, config_kinds=kinds,
         default_config=dict(hard=i_def, soft=len(names) - 1),
-        model=dict(type="knn-gain", k=K_NEIGHBOURS, margin=MARGIN, min_win_fraction=MIN_WIN_FRACTION, feature_mean=mean.tolist(),
+        model=dict(type="knn-gain", k=K_NEIGHBOURS, margin=MARGIN, min_win_fraction=MIN_WIN_FRACTION,
+                   feature_mean=mean.tolist(),
                    feature_scale=scale.tolist(), feature_weights=weights.tolist(), train_features=feats.tolist(),
                    train_gain=gains, max_distance=max_distance),
         metadata=metadata or {},
@@ -547,7 +549,8 @@ def main(argv=None):
         candidates={n: CANDIDATES[n][0] for n in names},
         scheduler_and_preprocessing_available=new_ok,
         predicted_keys=list(KEYS),
-        selection=dict(k=K_NEIGHBOURS, margin=MARGIN, min_win_fraction=MIN_WIN_FRACTION, tie=TIE, max_distance_factor=MAX_DISTANCE_FACTOR),
+        selection=dict(k=K_NEIGHBOURS, margin=MARGIN, min_win_fraction=MIN_WIN_FRACTION, tie=TIE,
+                       max_distance_factor=MAX_DISTANCE_FACTOR),
         winners=winners,
         leave_one_out=loo,
         search_seconds=results.get("search_seconds", round(search_s, 1)),
