@@ -75,6 +75,13 @@ def vote_counts(X, k):
     return np.asarray(A @ np.tile(np.eye(k), (X.shape[1], 1)))
 
 
+def vote_starts(X, k):
+    """The two EM starts every fit here tries: the soft and the hard majority vote, (N, K) each."""
+    votes = vote_counts(X, k)
+    soft = votes / votes.sum(axis=1, keepdims=True)
+    return soft, np.eye(k)[soft.argmax(axis=1)]
+
+
 def accuracy(q, X, y, k):
     """Accuracy on gold tasks, hidden states matched to the majority vote's classes."""
     mv = vote_counts(X, k).argmax(axis=1)
@@ -167,9 +174,8 @@ def hard_items(X, k, strength=2.0, diag=2.0, hard_diag=2.0, max_iter=2000, tol=1
     n, d = X.shape
     A = one_hot(X, k)
     V = vote_counts(X, k)
-    soft = V / V.sum(axis=1, keepdims=True)
     best = None
-    for q0 in (soft, np.eye(k)[soft.argmax(axis=1)]):
+    for q0 in vote_starts(X, k):
         Q = np.stack([0.8 * q0, 0.2 * q0], axis=2)
         for _ in range(max_iter):
             counts = np.asarray(A.T @ Q[:, :, 0]).reshape(d, k, k)  # (D, K_label, K_class)
@@ -231,10 +237,8 @@ def communities(X, k, m, a_pi=1.0, max_iter=1000, tol=1e-7):
     """
     n, d = X.shape
     A = one_hot(X, k)
-    votes = vote_counts(X, k)
-    soft = votes / votes.sum(axis=1, keepdims=True)
     best = None
-    for Q in (soft, np.eye(k)[soft.argmax(axis=1)]):
+    for Q in vote_starts(X, k):
         params = [np.log([s, 1.0]) for s in (8.0, 1.0, 0.2, 3.0, 0.5)[:m]]
         rho = np.full(m, 1.0 / m)
         for _ in range(max_iter):
@@ -281,8 +285,7 @@ def item_terms(X, k, task_weight, worker_weight=0.01, outer=30, inner=30, tol=1e
     rows, cols = np.nonzero(X >= 0)
     r, c = torch.as_tensor(rows), torch.as_tensor(cols)
     label = torch.as_tensor(X[rows, cols]).view(-1, 1, 1).expand(-1, k, 1)
-    votes = vote_counts(X, k)
-    Q = torch.as_tensor(votes / votes.sum(axis=1, keepdims=True))
+    Q = torch.as_tensor(vote_starts(X, k)[0])
     sigma = torch.zeros(d, k, k, dtype=torch.float64, requires_grad=True)
     tau = torch.zeros(n, k, k, dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS([sigma, tau], max_iter=inner, line_search_fn="strong_wolfe", history_size=20)

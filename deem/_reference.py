@@ -264,16 +264,21 @@ def _start_chains(name, chains, W, b_v, b_h, n_steps):
     return K, D, x, accepted
 
 
+def _f_and_gradient(x, W, b_v, b_h):
+    """At states x (B, D): f = -F (float64), the gradient g = df/dx (B, D, K) and g at x itself (B, D, 1)."""
+    L = _logits_hard(x, W, b_h)
+    P = torch.softmax(L, -1)
+    f = _bv_term(x, b_v).to(torch.float64) + torch.logsumexp(L, -1).to(torch.float64).sum(-1)
+    g = b_v + torch.einsum("njm,lmij->nil", P, W)
+    return f, g, g.gather(2, x.clamp(min=0)[..., None])
+
+
 def _gwg_eval(x, W, b_v, b_h):
     """At states x (B, D): f = -F (float64), proposal logits (B, D*K) with -inf where excluded,
     the float64 running sums of exp(logits - max), their total, and the logsumexp of the logits."""
     K, _, D, H = W.shape
     B = x.shape[0]
-    L = _logits_hard(x, W, b_h)
-    P = torch.softmax(L, -1)
-    f = _bv_term(x, b_v).to(torch.float64) + torch.logsumexp(L, -1).to(torch.float64).sum(-1)
-    g = b_v + torch.einsum("njm,lmij->nil", P, W)  # (B, D, K): df/dx[i, l]
-    gx = g.gather(2, x.clamp(min=0)[..., None])
+    f, g, gx = _f_and_gradient(x, W, b_v, b_h)
     logits = (g - gx) * 0.5
     elig = (x >= 0)[..., None] & (torch.arange(K, device=x.device) != x[..., None])
     logits = torch.where(elig, logits, torch.full((), float("-inf"), dtype=W.dtype, device=W.device))
@@ -337,11 +342,7 @@ DLP_ACCEPT_STREAM = 0x7FFFFFFF
 def _dlp_eval(x, W, b_v, b_h, inv_step):
     """At states x (B, D): f = -F (float64) and the per-coordinate proposal log-probabilities (B, D, K), float64."""
     K = W.shape[0]
-    L = _logits_hard(x, W, b_h)
-    P = torch.softmax(L, -1)
-    f = _bv_term(x, b_v).to(torch.float64) + torch.logsumexp(L, -1).to(torch.float64).sum(-1)
-    g = b_v + torch.einsum("njm,lmij->nil", P, W)  # (B, D, K): df/dx[i, l]
-    gx = g.gather(2, x.clamp(min=0)[..., None])
+    f, g, gx = _f_and_gradient(x, W, b_v, b_h)
     move = torch.arange(K, device=x.device) != x[..., None]
     a = ((g - gx) * 0.5).to(torch.float64) - move.to(torch.float64) * inv_step
     mx = a.max(-1, keepdim=True).values

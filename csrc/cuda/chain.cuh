@@ -1,8 +1,9 @@
 // What the one-warp-per-chain sampler kernels (GWG, DLP) share: their common
 // arguments, the kernel prologue (Wt/Wg staged in shared memory when they fit,
 // the warp's workspace slice), the evaluation of a chain state (hidden logits
-// and probabilities, f = -F, the gradient df/dx) and the host-side launch
-// (shared-memory plan, grid, global workspace when the slices do not fit).
+// and probabilities, f = -F, the gradient df/dx), the host-side launch
+// (shared-memory plan, grid, global workspace when the slices do not fit) and
+// the host op shell (checks, working copy, dispatch, optional flag read-back).
 #pragma once
 #include "cuda/common.cuh"
 
@@ -127,6 +128,38 @@ void launch_chains(Kernel kernel, Args& a, const at::Tensor& W, label_t* chains,
   }
   kernel<<<static_cast<unsigned>(grid), threads, smem, at::cuda::getCurrentCUDAStream()>>>(a, chains, flag);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+// Host: the shell of the chain ops (gwg_steps, dlp_steps): argument checks, the (B,) accepted counts,
+// a contiguous working copy of the chains written back after, the float / label-dtype dispatch with the
+// weights in both kernel layouts, and the device-side bad-label flag, read back (a sync) only when
+// DEEM_CHECK_KERNELS=1 -- the hot path does not sync. Inside the dispatch:
+//   body.template operator()<scalar_t, label_t>(d, B, W, Wt, Wg, b_v, b_h, accepted, x, flag)
+// with contiguous W, b_v, b_h.
+template <typename Body>
+at::Tensor run_chain_op(const char* name, at::Tensor& chains, const at::Tensor& W_, const at::Tensor& b_v_,
+                        const at::Tensor& b_h_, int64_t n_steps, const Body& body) {
+  const Dims d = check_params(name, W_, &b_v_, b_h_);
+  check_labels(name, "chains", chains, W_, d);
+  TORCH_CHECK(n_steps >= 0 && n_steps < (int64_t(1) << 31), name, ": n_steps must be >= 0, got ", n_steps);
+  const c10::cuda::CUDAGuard guard(W_.device());
+  const int64_t B = chains.size(0);
+  at::Tensor accepted = at::zeros({B}, chains.options().dtype(at::kInt));
+  if (B == 0 || n_steps == 0) return accepted;
+  const bool in_place = chains.is_contiguous();
+  at::Tensor x = in_place ? chains : chains.contiguous();
+  const at::Tensor W = W_.contiguous(), b_v = b_v_.contiguous(), b_h = b_h_.contiguous();
+  at::Tensor flag = new_flag(W);
+  AT_DISPATCH_FLOATING_TYPES(W.scalar_type(), "deem_cuda", [&] {
+    DEEM_DISPATCH_LABELS(x.scalar_type(), name, [&] {
+      const at::Tensor Wt = w_il_jm(W), Wg = w_jm_il(W);
+      body.template operator()<scalar_t, label_t>(d, B, W, Wt, Wg, b_v, b_h, accepted, x.data_ptr<label_t>(),
+                                                  flag.data_ptr<int>());
+    });
+  });
+  if (!in_place) chains.copy_(x);
+  if (check_kernels_env()) raise_if_flagged(flag, name);
+  return accepted;
 }
 
 }  // namespace cuda

@@ -149,47 +149,32 @@ __global__ void __launch_bounds__(kDlpWarps * 32)
 }
 
 // Same C++ signature as the CPU kernel: chains is Tensor(a!).
-at::Tensor dlp_steps(at::Tensor& chains, const at::Tensor& W_, const at::Tensor& b_v_, const at::Tensor& b_h_,
+at::Tensor dlp_steps(at::Tensor& chains, const at::Tensor& W, const at::Tensor& b_v, const at::Tensor& b_h,
                      double step_size, int64_t n_steps, int64_t seed, int64_t offset) {
-  const char* name = "deem::dlp_steps";
-  const Dims d = check_params(name, W_, &b_v_, b_h_);
-  check_labels(name, "chains", chains, W_, d);
-  TORCH_CHECK(n_steps >= 0 && n_steps < (int64_t(1) << 31), name, ": n_steps must be >= 0, got ", n_steps);
-  TORCH_CHECK(std::isfinite(step_size) && step_size > 0, name, ": step_size must be a positive finite number, got ",
-              step_size);
-  const c10::cuda::CUDAGuard guard(W_.device());
-  const int64_t B = chains.size(0);
-  at::Tensor accepted = at::zeros({B}, chains.options().dtype(at::kInt));
-  if (B == 0 || n_steps == 0) return accepted;
-  const bool in_place = chains.is_contiguous();
-  at::Tensor x = in_place ? chains : chains.contiguous();
-  const at::Tensor W = W_.contiguous(), b_v = b_v_.contiguous(), b_h = b_h_.contiguous();
-  const int64_t K = d.K, D = d.D, HK = d.HK(), DK = D * K;
-  at::Tensor flag = new_flag(W);
-  AT_DISPATCH_FLOATING_TYPES(W.scalar_type(), "deem_cuda", [&] {
-    DEEM_DISPATCH_LABELS(x.scalar_type(), name, [&] {
-      const at::Tensor Wt = w_il_jm(W), Wg = w_jm_il(W);
-      DlpArgs<scalar_t> a;
-      fill_chain_args(a, B, d, Wt, Wg, b_v, b_h, n_steps, seed, offset, accepted);
-      a.inv_step = 1.0 / step_size;
-      // Per-warp slice: x, x' (int, D) | per state: P (HK), g (DK), e (double DK), s (double D), lq (double DK).
-      SmemPlan slice(~size_t(0));
-      slice.add(D * sizeof(int));
-      a.xp_off = slice.add(D * sizeof(int));
-      for (int k = 0; k < 2; ++k) {
-        a.P_off[k] = slice.add(HK * sizeof(scalar_t));
-        a.g_off[k] = slice.add(DK * sizeof(scalar_t));
-        a.e_off[k] = slice.add(DK * sizeof(double));
-        a.s_off[k] = slice.add(D * sizeof(double));
-        a.lq_off[k] = slice.add(DK * sizeof(double));
-      }
-      a.ws_bytes = static_cast<long long>(round16(slice.used));
-      launch_chains<kDlpWarps>(dlp_kernel<scalar_t, label_t>, a, W, x.data_ptr<label_t>(), flag.data_ptr<int>());
-    });
+  TORCH_CHECK(std::isfinite(step_size) && step_size > 0,
+              "deem::dlp_steps: step_size must be a positive finite number, got ", step_size);
+  return run_chain_op("deem::dlp_steps", chains, W, b_v, b_h, n_steps,
+                      [&]<typename scalar_t, typename label_t>(
+                          const Dims& d, int64_t B, const at::Tensor& Wc, const at::Tensor& Wt, const at::Tensor& Wg,
+                          const at::Tensor& b_vc, const at::Tensor& b_hc, at::Tensor& accepted, label_t* x, int* flag) {
+    DlpArgs<scalar_t> a;
+    fill_chain_args(a, B, d, Wt, Wg, b_vc, b_hc, n_steps, seed, offset, accepted);
+    a.inv_step = 1.0 / step_size;
+    const int64_t HK = d.HK(), DK = d.D * d.K;
+    // Per-warp slice: x, x' (int, D) | per state: P (HK), g (DK), e (double DK), s (double D), lq (double DK).
+    SmemPlan slice(~size_t(0));
+    slice.add(d.D * sizeof(int));
+    a.xp_off = slice.add(d.D * sizeof(int));
+    for (int k = 0; k < 2; ++k) {
+      a.P_off[k] = slice.add(HK * sizeof(scalar_t));
+      a.g_off[k] = slice.add(DK * sizeof(scalar_t));
+      a.e_off[k] = slice.add(DK * sizeof(double));
+      a.s_off[k] = slice.add(d.D * sizeof(double));
+      a.lq_off[k] = slice.add(DK * sizeof(double));
+    }
+    a.ws_bytes = static_cast<long long>(round16(slice.used));
+    launch_chains<kDlpWarps>(dlp_kernel<scalar_t, label_t>, a, Wc, x, flag);
   });
-  if (!in_place) chains.copy_(x);
-  if (check_kernels_env()) raise_if_flagged(flag, name);
-  return accepted;
 }
 
 }  // namespace
