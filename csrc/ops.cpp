@@ -39,6 +39,13 @@ TORCH_LIBRARY(deem, m) {
   // (expected counts (K, K, D) or (0, K, D), class mass (K,), summed NLL, rows with evidence,
   // posterior (N, K) or (0, K)), all float64.
   m.def("soft_evidence_pass(Tensor v, Tensor logp, Tensor logpi, bool want_counts, bool want_posterior) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // One E-step pass of the one-hidden-unit (Dawid-Skene) model on hard labels (N, D), -1 = missing,
+  // in float64: per row s[m] = logpi[m] + sum_{i present} logp[x_i, m, i], plus, when log_abstain
+  // (D, K) is given (informative missingness; (0, K): ignorable), sum_{i absent} log_abstain[i, m],
+  // computed as sum_i log_abstain[i, m] - sum_{i present} log_abstain[i, m] so a row costs O(present
+  // labels). Returns (expected counts (K, K, D) of the present labels or (0, K, D), class mass (K,),
+  // summed NLL -sum_n logsumexp(s), posterior softmax(s) (N, K) or (0, K)).
+  m.def("hard_evidence_pass(Tensor labels, Tensor logp, Tensor logpi, Tensor log_abstain, bool want_counts, bool want_posterior) -> (Tensor, Tensor, Tensor, Tensor)");
   // Exact log Z of the complete-data model (sum over the K^H hidden configurations).
   m.def("log_partition(Tensor W, Tensor b_v, Tensor b_h) -> Tensor");
 }

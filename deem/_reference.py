@@ -19,6 +19,7 @@ __all__ = [
     "hidden_logits", "hidden_probs", "hidden_logits_soft", "hidden_probs_soft",
     "energy", "free_energy", "free_energy_soft", "free_energy_backward", "free_energy_soft_backward",
     "cd_grad", "cd_grad_soft", "gwg_steps", "dlp_steps", "log_partition", "soft_evidence_pass",
+    "hard_evidence_pass",
 ]
 
 _M32 = 0xFFFFFFFF
@@ -466,3 +467,64 @@ def soft_evidence_pass(v, logp, logpi, want_counts=True, want_posterior=False):
     counts = (logp.exp() * ratio_counts.permute(1, 2, 0) if want_counts
               else torch.empty(0, k, d, dtype=torch.float64, device=dev))
     return counts, mass, nll, rows, post
+
+
+# ----------------------------------------------------------------------------- hard-label E-step
+
+_HARD_CHUNK_ELEMENTS = 1 << 22  # elements of one (rows, D, K) float64 working tensor
+
+
+def hard_evidence_pass(labels, logp, logpi, log_abstain, want_counts=True, want_posterior=False):
+    """One E-step pass of the one-hidden-unit (Dawid-Skene) model on hard labels, float64.
+
+    labels (N, D) integers, -1 = missing; logp (K_l, K_m, D), logpi (K,), log_abstain (D, K) or (0, K).
+    Per row ``s[m] = logpi[m] + sum_{i present} logp[x_i, m, i]`` plus, when ``log_abstain`` has rows
+    (informative missingness), ``sum_{i absent} log_abstain[i, m]``. Returns (expected counts of the
+    present labels (K, K, D) or (0, K, D), class mass (K,), summed NLL, posterior (N, K) or (0, K)).
+    """
+    name = "hard_evidence_pass"
+    if labels.dim() != 2 or labels.dtype not in _LABEL_DTYPES:
+        raise RuntimeError(f"{name}: labels must be a 2-D integer tensor (N, D), got {tuple(labels.shape)} "
+                           f"{labels.dtype}")
+    n, d = labels.shape
+    if logp.dim() != 3 or logp.shape[0] != logp.shape[1] or logp.shape[2] != d:
+        raise RuntimeError(f"{name}: logp must have shape (K, K, D={d}), got {tuple(logp.shape)}")
+    k = logp.shape[0]
+    informative = log_abstain.shape[0] > 0
+    if logpi.shape != (k,) or log_abstain.dim() != 2 or log_abstain.shape[1] != k or (
+            informative and log_abstain.shape[0] != d):
+        raise RuntimeError(f"{name}: logpi must have shape ({k},) and log_abstain ({d}, {k}) or (0, {k}), got "
+                           f"{tuple(logpi.shape)} and {tuple(log_abstain.shape)}")
+    if any(t.dtype != torch.float64 for t in (logp, logpi, log_abstain)):
+        raise RuntimeError(f"{name}: logp, logpi and log_abstain must be float64")
+    if n and (int(labels.min()) < -1 or int(labels.max()) >= k):
+        raise RuntimeError(f"{name}: labels must be -1 (missing) or in [0, {k})")
+    dev = labels.device
+    f64 = torch.float64
+    logp_d = logp.permute(2, 0, 1)  # (D, K_l, K_m)
+    counts = torch.zeros(d, k, k, dtype=f64, device=dev)
+    mass = torch.zeros(k, dtype=f64, device=dev)
+    nll = torch.zeros((), dtype=f64, device=dev)
+    post = torch.empty(n if want_posterior else 0, k, dtype=f64, device=dev)
+    base = logpi + (log_abstain.sum(dim=0) if informative else 0.0)
+    cols = torch.arange(d, device=dev)
+    step = max(1, _HARD_CHUNK_ELEMENTS // max(k * d, 1))
+    for start in range(0, n, step):
+        x = labels[start:start + step].long()
+        present = x >= 0
+        terms = logp_d[cols, x.clamp(min=0)]  # (c, D, K_m)
+        if informative:
+            terms = terms - log_abstain
+        terms = terms * present.unsqueeze(-1)
+        scores = terms.sum(dim=1) + base  # (c, K_m)
+        lse = torch.logsumexp(scores, dim=1)
+        q = (scores - lse.unsqueeze(1)).exp()
+        nll -= lse.sum()
+        mass += q.sum(dim=0)
+        if want_posterior:
+            post[start:start + step] = q
+        if want_counts:  # scatter each present label's posterior into its (voter, label) row
+            row, col = present.nonzero(as_tuple=True)
+            counts.view(d * k, k).index_add_(0, col * k + x[row, col], q[row])
+    counts = counts.permute(1, 2, 0).contiguous() if want_counts else torch.empty(0, k, d, dtype=f64, device=dev)
+    return counts, mass, nll, post

@@ -1,4 +1,4 @@
-"""Data for tests, benchmarks and the demo: synthetic crowds, crowd CSVs, a classifier ensemble."""
+"""Data for tests, benchmarks and the demo: synthetic crowds and labeling functions, crowd CSVs, a classifier ensemble."""
 from __future__ import annotations
 
 import os
@@ -34,6 +34,69 @@ def dawid_skene(
     missing[np.arange(n_samples), rng.integers(0, n_classifiers, n_samples)] = False
     X[missing] = -1
     return X, y
+
+
+def labeling_functions(
+    n_samples: int = 2000,
+    n_voters: int = 20,
+    n_classes: int = 2,
+    class_balance=None,
+    one_class_share: float = 0.7,
+    coverage: Tuple[float, float] = (0.05, 0.4),
+    precision: Tuple[float, float] = (0.6, 0.95),
+    n_correlated: int = 0,
+    correlation: float = 0.9,
+    activity_spread: float = 0.0,
+    random_state: int = 0,
+) -> Tuple[np.ndarray, np.ndarray]:
+    """A weak-supervision label matrix ``(L, y)``: labeling functions that look at every item and vote or abstain.
+
+    ``L`` is ``(N, D)`` with ``-1`` for an abstention; whether a voter fires depends on the class.
+
+    - ``class_balance``: the class prior (default: uniform); e.g. ``[0.9, 0.1]`` for an imbalanced task.
+    - ``one_class_share`` of the voters are *one-class*: each has a target class ``c`` it alone ever
+      votes; it fires on items of class ``c`` with a rate drawn from ``coverage`` and on the other
+      classes so rarely that a vote is right with probability drawn from ``precision`` (under the
+      class prior). The others are *multi-class*: they fire with a class-dependent rate (each class's
+      rate drawn from ``coverage``) and, when they fire, name the true class with probability drawn
+      from ``precision``, else a uniformly chosen other class.
+    - ``n_correlated`` extra voters copy an earlier voter's output with probability ``correlation``
+      per item (else they behave as an independent voter of the same kind): conditional independence broken.
+    - ``activity_spread``: items differ in how many voters fire on them (a log-normal per-item factor
+      on every firing rate, of this standard deviation), as text items of different lengths do.
+    """
+    rng = np.random.default_rng(random_state)
+    k = n_classes
+    prior = np.full(k, 1.0 / k) if class_balance is None else np.asarray(class_balance, dtype=np.float64)
+    if prior.shape != (k,) or np.any(prior < 0) or not np.isclose(prior.sum(), 1.0):
+        raise ValueError(f"class_balance must be {k} non-negative numbers summing to 1; got {class_balance!r}")
+    y = rng.choice(k, n_samples, p=prior)
+    activity = np.exp(rng.normal(0.0, activity_spread, n_samples)) if activity_spread > 0 else np.ones(n_samples)
+    base = n_voters
+    L = np.full((n_samples, base + n_correlated), -1, dtype=np.int64)
+    for i in range(base + n_correlated):
+        one_class = rng.random() < one_class_share
+        prec = rng.uniform(*precision)
+        if one_class:
+            c = rng.integers(k)
+            hit = rng.uniform(*coverage)
+            # false firing rate on the other classes so that P(class c | vote c) = prec
+            other = prior[c] * hit * (1 - prec) / max(prec * (1 - prior[c]), 1e-12)
+            rate = np.where(np.arange(k) == c, hit, other)
+        else:
+            rate = rng.uniform(*coverage, size=k)
+        fires = rng.random(n_samples) < np.clip(rate[y] * activity, 0.0, 1.0)
+        if one_class:
+            votes = np.full(n_samples, c)
+        else:
+            wrong = (y + rng.integers(1, k, n_samples)) % k if k > 1 else y
+            votes = np.where(rng.random(n_samples) < prec, y, wrong)
+        L[:, i] = np.where(fires, votes, -1)
+        if i >= base:  # a correlated voter: copies an earlier one on most items
+            source = rng.integers(base)
+            copy = rng.random(n_samples) < correlation
+            L[copy, i] = L[copy, source]
+    return L, y
 
 
 def load_crowd_folder(folder: str):

@@ -15,9 +15,10 @@ from .alignment import hungarian_map, majority_vote
 from .long_format import learn_coding, pivot
 from .preprocessing import ACTIVATIONS, PREPROCESSING_INITS, Preprocessor, initialize_preprocessor, layer_widths
 from .rbm import INIT_METHODS, RBM, initialize
+from .missingness import check_missing
+from .one_unit import fit_one_unit, present_per_voter
 from .soft_evidence import posterior_soft_evidence, train_soft_evidence
-from .solvers import SCHEDULERS, TrainConfig, train_exact, train_pcd
-from .variational import train_variational
+from .solvers import SCHEDULERS, TrainConfig, train_pcd
 
 SOLVERS = ("auto", "bayes", "exact", "gwg", "dlp")
 # What auto_hyperparameters may predict (when left at their defaults).
@@ -71,6 +72,7 @@ class DEEM(BaseEstimator):
         preprocessing_use_softmax: bool = False,
         preprocessing_jitter: float = 0.0,
         verbose: bool = False,
+        missing: str = "auto",
     ):
         self.n_classes = n_classes
         self.hidden_dim = hidden_dim
@@ -100,6 +102,7 @@ class DEEM(BaseEstimator):
         self.preprocessing_use_softmax = preprocessing_use_softmax
         self.preprocessing_jitter = preprocessing_jitter
         self.verbose = verbose
+        self.missing = missing
 
     # ------------------------------------------------------------------ fit
     def fit(self, predictions, labels=None, verbose: Optional[bool] = None):
@@ -115,12 +118,12 @@ class DEEM(BaseEstimator):
         self._check_hyperparameters()
         verbose = self.verbose if verbose is None else bool(verbose)
         device = self._resolve_device()
-        data = check_labels(predictions, n_classes=self.n_classes)
+        data = check_labels(predictions, n_classes=self.n_classes).to(device)
+        all_rows = data
         keep = present_rows(data)
         self.n_dropped_rows_ = int((~keep).sum())
         if self.n_dropped_rows_:
             data = data.select(keep)
-        data = data.to(device)
         hp = self._effective_hyperparameters(data, verbose)
         self.hyperparameters_ = hp
 
@@ -145,6 +148,12 @@ class DEEM(BaseEstimator):
             raise ValueError("preprocessing layers are trained by gradient: use solver='gwg' (or 'auto') with them")
         if solver == "bayes" and data.soft:
             raise ValueError("solver='bayes' takes hard labels; for soft labels use solver='exact' (or 'auto')")
+        if self.missing == "informative" and solver in ("gwg", "dlp"):
+            raise ValueError(f"missing='informative' is fitted by solver='exact' or 'bayes' (hidden_dim=1); "
+                             f"solver={solver!r} treats a missing label as ignorable")
+        if self.missing == "informative" and data.soft:
+            raise ValueError("missing='informative' takes hard labels (-1 = abstained); soft labels mark a missing "
+                             "entry with an all-zero column, which is fitted as ignorable")
 
         preprocessor = None
         visible = data
@@ -159,19 +168,20 @@ class DEEM(BaseEstimator):
             visible = self._transform_sample(preprocessor, data, host_gen)
         rbm = RBM(visible.n_classifiers, data.n_classes, self.hidden_dim, device=device)
         self.variational_prior_ = None
-        if solver == "bayes":
-            self.history_, (diag, off) = train_variational(rbm, data)
-            self.variational_prior_ = {"diag": diag, "off": off}
+        self.missing_ = "ignorable"
+        self.missing_log_bayes_factor_ = None
+        if solver in ("bayes", "exact") and not data.soft:
+            result = fit_one_unit(all_rows, solver, self.missing, float(hp["prior_strength"]), device)
+            rbm, self.history_ = result.rbm, result.fit.history
+            self.variational_prior_ = result.fit.prior
+            self.missing_, self.missing_log_bayes_factor_ = result.missing, result.log_bayes_factor
+            self.n_dropped_rows_ = result.n_dropped_rows
+            if result.missing == "informative":
+                data = all_rows  # every row was fitted: an all-abstain row is evidence
             if verbose:
-                print(f"DEEM fit (variational Bayes, learned prior diag={diag:.3g} off={off:.3g}): "
-                      f"negative evidence lower bound per row {self.history_[-1]:.4f}", file=sys.stderr)
-        elif solver == "exact" and data.soft:
-            self.history_ = train_soft_evidence(rbm, data, float(hp["prior_strength"]))
+                self._report_one_unit(solver, hp, result)
         elif solver == "exact":
-            self.history_ = train_exact(rbm, data, float(hp["prior_strength"]))
-            if verbose:
-                print(f"DEEM fit (exact EM, prior_strength={hp['prior_strength']}): "
-                      f"mean negative log-likelihood {self.history_[-1]:.4f}", file=sys.stderr)
+            self.history_ = train_soft_evidence(rbm, data, float(hp["prior_strength"]))
         else:
             cfg = TrainConfig(
                 epochs=int(hp["epochs"]), batch_size=int(hp["batch_size"]),
@@ -197,11 +207,27 @@ class DEEM(BaseEstimator):
         self.n_classifiers_ = data.n_classifiers
         self.n_features_in_ = data.n_classifiers
         self.soft_labels_ = data.soft
+        self.coverage_ = (present_per_voter(all_rows).double() / all_rows.n_rows).cpu().numpy()
         self.is_fitted_ = True
         # Align hidden states to the classes of the training data's majority vote,
         # so predictions come out in the input's label coding.
         self.class_map_ = self._alignment_against(data)
         return self
+
+    def _report_one_unit(self, solver: str, hp: dict, result) -> None:
+        if solver == "bayes":
+            prior = " ".join(f"{k}={v:.3g}" for k, v in result.fit.prior.items())
+            line = (f"DEEM fit (variational Bayes, learned prior {prior}): "
+                    f"negative evidence lower bound per row {self.history_[-1]:.4f}")
+        else:
+            line = (f"DEEM fit (exact EM, prior_strength={hp['prior_strength']}): "
+                    f"mean negative log-likelihood {self.history_[-1]:.4f}")
+        if result.log_bayes_factor is not None:
+            why = (f"missing='auto' chose {result.missing!r}: log Bayes factor of class-dependent presence "
+                   f"{result.log_bayes_factor:+.1f} (positive: an abstention is evidence)")
+        else:
+            why = f"missing labels fitted as {result.missing}"
+        print(f"{line}\n{why}", file=sys.stderr)
 
     def _effective_hyperparameters(self, data: LabelData, verbose: bool) -> dict:
         """The values ``fit`` uses: the constructor's, with predictions filled in under ``auto_hyperparameters``.
@@ -296,12 +322,48 @@ class DEEM(BaseEstimator):
     def skill_(self) -> np.ndarray:
         """``(D,)`` each classifier's expected accuracy: sum_c P(true class c) * confusion_[i, c, c]."""
         check_is_fitted(self, "model_")
-        prior = torch.softmax(self.model_.b_h[0].detach().double(), dim=0).cpu().numpy()
-        mapping = np.arange(self.n_classes_) if self.class_map_ is None else self.class_map_
-        aligned_prior = np.empty_like(prior)
-        aligned_prior[mapping] = prior
         diag = np.diagonal(self.confusion_, axis1=1, axis2=2)  # (D, K)
-        return diag @ aligned_prior
+        return diag @ self._aligned_class_prior()
+
+    @property
+    def abstain_rate_(self) -> np.ndarray:
+        """``(D, K)``: ``abstain_rate_[i, c]`` = P(voter i gives no label | true class c), aligned classes.
+
+        Learned per class under informative missingness (``missing_ == 'informative'``);
+        under ignorable missingness a voter's rate is its share of missing entries, the same for every class.
+        With preprocessing layers there is no such rate for the virtual classifiers: NaN.
+        """
+        check_is_fitted(self, "model_")
+        rbm = self.model_
+        if rbm.informative:
+            rate = rbm.log_abstain.exp().cpu().numpy()  # (D, K) in hidden-state order
+            out = np.empty_like(rate)
+            out[:, self._mapping()] = rate
+            return out
+        if getattr(self, "preprocessor_", None) is not None:
+            return np.full((self.n_classifiers_, self.n_classes_), np.nan)
+        return np.repeat((1.0 - np.asarray(self.coverage_))[:, None], self.n_classes_, axis=1)
+
+    @property
+    def accuracy_when_voting_(self) -> np.ndarray:
+        """``(D,)`` P(voter i's label is the true class | it gave one): ``confusion_`` on the diagonal,
+        weighted by the classes it votes on (class prior times its rate of voting on each)."""
+        check_is_fitted(self, "model_")
+        votes = self._aligned_class_prior()[None, :] * (1.0 - self.abstain_rate_)  # (D, K)
+        diag = np.diagonal(self.confusion_, axis1=1, axis2=2)
+        total = votes.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(total > 0, (diag * votes).sum(axis=1) / np.where(total > 0, total, 1.0), np.nan)
+
+    def _mapping(self) -> np.ndarray:
+        return np.arange(self.n_classes_) if self.class_map_ is None else self.class_map_
+
+    def _aligned_class_prior(self) -> np.ndarray:
+        """``(K,)`` the fitted class prior, in aligned class order."""
+        prior = self.model_.class_log_prior().exp().cpu().numpy()
+        out = np.empty_like(prior)
+        out[self._mapping()] = prior
+        return out
 
     # -------------------------------------------------------------- predict
     def predict(self, predictions, return_probs: bool = False, align_to=None):
@@ -409,6 +471,8 @@ class DEEM(BaseEstimator):
             "history_": list(self.history_), "soft_labels_": self.soft_labels_,
             "n_dropped_rows_": self.n_dropped_rows_, "solver_": self.solver_, "init_method_": self.init_method_,
             "posterior_": self.posterior_, "variational_prior_": self.variational_prior_,
+            "missing_": self.missing_, "missing_log_bayes_factor_": self.missing_log_bayes_factor_,
+            "coverage_": [float(c) for c in self.coverage_],
             "class_map_": None if self.class_map_ is None else [int(x) for x in self.class_map_],
             "hidden_dim": self.model_.n_hidden,
             "hyperparameters_": {k: _plain(v) for k, v in self.hyperparameters_.items()},
@@ -433,6 +497,9 @@ class DEEM(BaseEstimator):
         state = payload["state"]
         k, _, d, h = state["W"].shape
         rbm = RBM(d, k, h, device=device, dtype=state["W"].dtype)
+        state = dict(state)
+        state.setdefault("log_abstain", rbm.log_abstain)  # files of deem < 0.4 predate informative missingness
+        rbm.log_abstain = torch.empty_like(state["log_abstain"], device=device, dtype=torch.float64)  # its shape
         rbm.load_state_dict({name: t.to(device) for name, t in state.items() if not name.startswith("pre.")})
         self.model_ = rbm
         described = fitted.get("preprocessor")
@@ -447,6 +514,9 @@ class DEEM(BaseEstimator):
         self.hyperparameters_ = fitted.get("hyperparameters_", {})
         self.init_method_ = fitted.get("init_method_")
         self.variational_prior_ = fitted.get("variational_prior_")
+        self.missing_ = fitted.get("missing_", "ignorable")
+        self.missing_log_bayes_factor_ = fitted.get("missing_log_bayes_factor_")
+        self.coverage_ = np.asarray(fitted.get("coverage_", [np.nan] * fitted["n_classifiers_"]), dtype=np.float64)
         self.posterior_ = fitted.get("posterior_", "virtual_evidence" if (
             fitted["solver_"] == "exact" and fitted["soft_labels_"]) else "rbm")
         self.device_ = device
@@ -483,6 +553,7 @@ class DEEM(BaseEstimator):
             raise ValueError(f"solver={self.solver!r} needs hidden_dim=1")
         if not (float(self.prior_strength) >= 0):
             raise ValueError(f"prior_strength must be >= 0; got {self.prior_strength!r}")
+        check_missing(self.missing)
         if self.scheduler not in SCHEDULERS:
             raise ValueError(f"scheduler must be one of {SCHEDULERS}; got {self.scheduler!r}")
         self._check_preprocessing()

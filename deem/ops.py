@@ -25,6 +25,7 @@ __all__ = [
     "hidden_logits", "hidden_probs", "hidden_logits_soft", "hidden_probs_soft",
     "energy", "free_energy", "free_energy_soft", "free_energy_backward", "free_energy_soft_backward",
     "cd_grad", "cd_grad_soft", "gwg_steps", "dlp_steps", "log_partition", "soft_evidence_pass",
+    "hard_evidence_pass",
 ]
 
 try:
@@ -196,6 +197,20 @@ def soft_evidence_pass(v, logp, logpi, want_counts=True, want_posterior=False):
     return reference.soft_evidence_pass(v, logp, logpi, bool(want_counts), bool(want_posterior))
 
 
+def hard_evidence_pass(labels, logp, logpi, log_abstain=None, want_counts=True, want_posterior=False):
+    """One E-step pass of the one-hidden-unit model on hard labels: (counts, class mass, NLL, posterior).
+
+    ``log_abstain`` (D, K): log P(voter i abstains | class m), the terms of informative missingness;
+    ``None`` (or a (0, K) tensor): missing entries are ignorable and add nothing.
+    """
+    if log_abstain is None:
+        log_abstain = logp.new_empty((0, logp.shape[1]))
+    if _ext("hard_evidence_pass", labels):
+        return torch.ops.deem.hard_evidence_pass(labels, logp, logpi, log_abstain, bool(want_counts),
+                                                 bool(want_posterior))
+    return reference.hard_evidence_pass(labels, logp, logpi, log_abstain, bool(want_counts), bool(want_posterior))
+
+
 # ----------------------------------------------------------------------------- registrations
 
 def _register() -> None:
@@ -263,6 +278,14 @@ def _register() -> None:
         return (v.new_empty((k if want_counts else 0, k, d), dtype=f64), v.new_empty((k,), dtype=f64),
                 v.new_empty((), dtype=f64), v.new_empty((), dtype=f64),
                 v.new_empty((n if want_posterior else 0, k), dtype=f64))
+
+    @torch.library.register_fake(lib + "hard_evidence_pass")
+    def _(labels, logp, logpi, log_abstain, want_counts, want_posterior):
+        n, d = labels.shape
+        k = logp.shape[0]
+        f64 = torch.float64
+        return (labels.new_empty((k if want_counts else 0, k, d), dtype=f64), labels.new_empty((k,), dtype=f64),
+                labels.new_empty((), dtype=f64), labels.new_empty((n if want_posterior else 0, k), dtype=f64))
 
     @torch.library.register_fake(lib + "log_partition")
     def _(W, b_v, b_h):

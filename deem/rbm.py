@@ -32,6 +32,9 @@ class RBM(nn.Module):
         self.W = nn.Parameter(torch.zeros(k, k, d, h, device=device, dtype=dtype))
         self.b_v = nn.Parameter(torch.zeros(d, k, device=device, dtype=dtype))
         self.b_h = nn.Parameter(torch.zeros(h, k, device=device, dtype=dtype))
+        # (D, K) log P_i(abstain | m) of informative missingness, folded into W and b_h (see set_one_unit);
+        # (0, K) when missing labels are ignorable.
+        self.register_buffer("log_abstain", torch.zeros(0, k, device=device, dtype=torch.float64))
 
     @property
     def n_classes(self) -> int:
@@ -44,6 +47,40 @@ class RBM(nn.Module):
     @property
     def n_hidden(self) -> int:
         return self.W.shape[3]
+
+    @property
+    def informative(self) -> bool:
+        """Whether an abstention is evidence in this model (``log_abstain`` is set)."""
+        return self.log_abstain.shape[0] > 0
+
+    @torch.no_grad()
+    def set_one_unit(self, logp: torch.Tensor, logpi: torch.Tensor, log_abstain=None) -> None:
+        """Hold a one-unit (Dawid-Skene) fit: ``logp`` ``(K_l, K_m, D)``, ``logpi`` ``(K,)``, ``log_abstain`` ``(D, K)``.
+
+        The abstention terms fold in exactly: a row's hidden logits are
+        ``logpi[m] + sum_{i absent} a[i, m] + sum_{i present} logp[x_i, m, i]``
+        ``= (logpi + sum_i a[i, :])[m] + sum_{i present} (logp[x_i, m, i] - a[i, m])``,
+        so ``W = logp - a`` and ``b_h = logpi + sum_i a`` make the RBM's posterior the
+        informative model's, at the cost of the present labels only.
+        """
+        if self.n_hidden != 1:
+            raise ValueError("a one-unit fit needs hidden_dim=1")
+        if log_abstain is not None:
+            logp = logp - log_abstain.t().unsqueeze(0)
+            logpi = logpi + log_abstain.sum(dim=0)
+            self.log_abstain = log_abstain.detach().to(device=self.W.device, dtype=torch.float64).clone()
+        else:
+            self.log_abstain = torch.zeros(0, self.n_classes, device=self.W.device, dtype=torch.float64)
+        self.W.copy_(logp.unsqueeze(-1).to(self.W.dtype))
+        self.b_v.zero_()
+        self.b_h.copy_(logpi.unsqueeze(0).to(self.b_h.dtype))
+
+    def class_log_prior(self) -> torch.Tensor:
+        """``(K,)`` log of the class prior of hidden unit 0 (the abstention terms taken back out of ``b_h``)."""
+        b = self.b_h[0].detach().double()
+        if self.informative:
+            b = b - self.log_abstain.sum(dim=0)
+        return torch.log_softmax(b, dim=0)
 
     def hidden_probs(self, data: LabelData) -> torch.Tensor:
         """``(N, H, K)`` p(h | v)."""

@@ -14,6 +14,7 @@ from .preprocessing import Preprocessor
 from .rbm import RBM
 from .samplers import PersistentChains
 from .squarem import squarem
+from .missingness import abstention_counts
 
 
 SCHEDULERS = ("constant", "cosine", "exponential")
@@ -166,7 +167,8 @@ def map_m_step(counts: torch.Tensor, class_mass: torch.Tensor, prior_strength: f
                diagonal_strength: float = 0.0):
     """MAP confusions under P_i(.|m) ~ Dir(s * Pbar(.|m) + a * e_m + 1) with the pooled Pbar, and the class prior.
 
-    ``counts`` is ``(K_l, K_m, D)``; ``s`` is ``prior_strength`` and ``a`` is
+    ``counts`` is ``(K_l, K_m, D)``, or ``(K + 1, K_m, D)`` with abstention as the last visible state
+    (informative missingness); ``s`` is ``prior_strength`` and ``a`` is
     ``diagonal_strength``: pseudo-counts on the diagonal, a prior belief that a
     classifier names the true class more often than any other (0: none).
     Returns ``(log P (K_l, K_m, D), log pi (K,), Pbar (K_l, K_m, 1))``.
@@ -175,12 +177,44 @@ def map_m_step(counts: torch.Tensor, class_mass: torch.Tensor, prior_strength: f
     pooled = pooled / pooled.sum(dim=0, keepdim=True).clamp(min=1e-300)
     conf = counts + prior_strength * pooled
     if diagonal_strength:
-        k = counts.shape[0]
-        conf = conf + diagonal_strength * torch.eye(k, dtype=counts.dtype, device=counts.device).unsqueeze(-1)
+        n_states, k = counts.shape[:2]
+        eye = torch.eye(n_states, k, dtype=counts.dtype, device=counts.device)
+        conf = conf + diagonal_strength * eye.unsqueeze(-1)
     conf = conf / conf.sum(dim=0, keepdim=True).clamp(min=1e-300)
     pi = class_mass / class_mass.sum()
     tiny = 1e-300
     return conf.clamp(min=tiny).log(), pi.clamp(min=tiny).log(), pooled
+
+
+# Pseudo-counts of a voter's vote/abstain rate per class under informative missingness (Jeffreys' Beta(1/2, 1/2)).
+ANSWER_RATE_PRIOR = 0.5
+
+
+def map_m_step_informative(counts: torch.Tensor, class_mass: torch.Tensor, prior_strength: float,
+                           diagonal_strength: float = 0.0):
+    """MAP M-step of the informative model: the label given a vote, and the rate of voting, per voter and class.
+
+    The prior is nested: ``P_i(l | m, votes) ~ Dir(s * Pbar(.|m) + a * e_m + 1)`` (``map_m_step``: its
+    pseudo-counts weigh against the voter's *votes*, so "a voter names the true class more often than
+    any other" still anchors the hidden states where a voter rarely fires) and
+    ``f_im = P_i(votes | m) ~ Beta(1/2, 1/2)`` fitted to the expected votes ``sum_l N_i[l, m]`` out of
+    the class mass. Returns ``(log P (K + 1, K_m, D) with abstention last, log pi, Pbar)``.
+    """
+    log_conf, logpi, pooled = map_m_step(counts, class_mass, prior_strength, diagonal_strength)
+    votes = counts.sum(dim=0)  # (K_m, D)
+    rate = (votes + ANSWER_RATE_PRIOR) / (class_mass.unsqueeze(-1) + 2 * ANSWER_RATE_PRIOR)
+    rate = rate.clamp(1e-300, 1.0 - 1e-16)
+    return torch.cat([log_conf + rate.log().unsqueeze(0), torch.log1p(-rate).unsqueeze(0)]), logpi, pooled
+
+
+def informative_prior_terms(log_ext: torch.Tensor, pooled: torch.Tensor, prior_strength: float,
+                            diagonal_strength: float) -> torch.Tensor:
+    """``prior_terms`` of the nested prior of ``map_m_step_informative``, 0-d."""
+    log_abstain = log_ext[-1]
+    log_vote = torch.log1p(-log_abstain.exp().clamp(max=1.0 - 1e-16))
+    log_conf = log_ext[:-1] - log_vote.unsqueeze(0)
+    return (prior_terms(log_conf, pooled, prior_strength, diagonal_strength)
+            + (ANSWER_RATE_PRIOR - 1.0) * (log_vote + log_abstain).sum())
 
 
 def prior_terms(logp: torch.Tensor, pooled: torch.Tensor, prior_strength: float, diagonal_strength: float,
@@ -205,16 +239,45 @@ def log_params(theta):
     return tuple(t.clamp(min=1e-300).log() for t in theta)
 
 
+@dataclass
+class OneUnitFit:
+    """What a fit of the one-hidden-unit model leaves (``solver='exact'`` or ``'bayes'``).
+
+    ``logp`` ``(K_l, K_m, D)``: the log-probability of a present label (for ``bayes``,
+    its expectation under the posterior); ``logpi`` ``(K,)``; ``log_abstain`` ``(D, K)``:
+    log P_i(abstain | m) under informative missingness, ``None`` when ignorable;
+    ``history``: the objective at each convergence check; ``prior``: what ``bayes`` learned.
+    """
+
+    logp: torch.Tensor
+    logpi: torch.Tensor
+    log_abstain: Optional[torch.Tensor]
+    history: List[float]
+    prior: Optional[dict] = None
+
+
+def start_posteriors(data: LabelData):
+    """The two EM starts, ``(N, K)``: the soft and the hard majority vote (zero rows where a row has no vote)."""
+    soft = soft_vote_posterior(data)
+    has = (soft.sum(dim=1, keepdim=True) > 0).double()
+    hard = torch.nn.functional.one_hot(soft.argmax(dim=1), data.n_classes).double() * has
+    return soft, hard
+
+
 def train_exact(rbm: RBM, data: LabelData, prior_strength: float, max_iter: int = 3000,
                 tol: float = 1e-8, progress=None,
-                diagonal_strength: float = EXACT_DIAGONAL_STRENGTH) -> List[float]:
+                diagonal_strength: float = EXACT_DIAGONAL_STRENGTH, informative: bool = False) -> OneUnitFit:
     """Maximize the exact (penalized) likelihood of the one-hidden-unit model by EM, in float64.
 
     With normalized conditionals (``normalized_params``) the model is the
-    Dawid-Skene model p(v_obs) = sum_m pi_m prod_{i observed} P_i(v_i | m). Each
-    iteration is one pass of the fused ``free_energy_backward`` op, whose
-    statistics with a weight of -1 per row are exactly the expected counts
-    ``N_i[l, m] = sum_n p(m | v_n) [v_ni = l]`` and the class masses.
+    Dawid-Skene model p(v_obs) = sum_m pi_m prod_{i observed} P_i(v_i | m). On hard
+    labels each iteration is one pass of the fused ``hard_evidence_pass`` op, which
+    returns the expected counts ``N_i[l, m] = sum_n p(m | v_n) [v_ni = l]``, the class
+    masses and the log-likelihood together (on soft labels, the geometric pool of
+    ``free_energy_soft_backward``). With ``informative=True`` abstaining is one more
+    visible state (:mod:`deem.missingness`): its expected counts are the class mass
+    minus the voter's present labels, and its log-probabilities enter the pass as
+    the abstention terms.
 
     The M-step is the MAP estimate under P_i(.|m) ~ Dir(s * Pbar(.|m) + a * e_m + 1)
     (``map_m_step``), two priors on each confusion column:
@@ -238,53 +301,61 @@ def train_exact(rbm: RBM, data: LabelData, prior_strength: float, max_iter: int 
     EM runs under SQUAREM (:mod:`deem.squarem`): same fixed points, several
     times fewer passes where plain EM crawls. It stops when one EM step moves
     no probability by ``tol`` (checked every 5 SQUAREM cycles) or after
-    ``max_iter`` EM steps. Returns the mean negative log-likelihood at each
-    check of the winning run; on return the RBM holds the normalized parameters.
+    ``max_iter`` EM steps. The history is the mean negative log-likelihood at each
+    check of the winning run; on return the RBM holds the fit (``RBM.set_one_unit``).
     """
     if rbm.n_hidden != 1:
         raise ValueError("solver='exact' needs hidden_dim=1 (the likelihood is exact for one hidden unit)")
-    backward = ops.free_energy_soft_backward if data.soft else ops.free_energy_backward
-    free_energy = ops.free_energy_soft if data.soft else ops.free_energy
+    if data.soft and informative:
+        raise ValueError("train_exact's soft path is the geometric pool; informative soft labels are fitted by "
+                         "deem.soft_evidence")
     n, k, d = data.n_rows, rbm.n_classes, rbm.n_visible
     dev = rbm.W.device
-    minus_one = torch.full((n,), -1.0, dtype=torch.float64, device=dev)
-    zero_bv = torch.zeros(d, k, dtype=torch.float64, device=dev)
+    if data.soft:
+        minus_one = torch.full((n,), -1.0, dtype=torch.float64, device=dev)
+        zero_bv = torch.zeros(d, k, dtype=torch.float64, device=dev)
+        values = data.values.double()
 
-    def stats(logp, logpi):
-        out = backward(minus_one, data.values if not data.soft else data.values.double(),
-                       logp.unsqueeze(-1).contiguous(), zero_bv, logpi.unsqueeze(0).contiguous())
-        dW, db_h = out[-3], out[-1]
-        return dW[..., 0], db_h[0]
+    def split(logp_ext):
+        """(log P of the labels (K, K, D), log P(abstain) (D, K) or None) from the fitted parameters."""
+        if not informative:
+            return logp_ext, None
+        return logp_ext[:-1].contiguous(), logp_ext[-1].t().contiguous()
 
-    def objective(logp, logpi):
-        return free_energy(data.values if not data.soft else data.values.double(),
-                           logp.unsqueeze(-1).contiguous(), zero_bv, logpi.unsqueeze(0).contiguous()).sum() / n
+    def stats(logp_ext, logpi):
+        """Expected counts of the present labels, class mass and the summed NLL at the parameters."""
+        if data.soft:
+            args = (logp_ext.unsqueeze(-1).contiguous(), zero_bv, logpi.unsqueeze(0).contiguous())
+            out = ops.free_energy_soft_backward(minus_one, values, *args)
+            return out[-3][..., 0], out[-1][0], ops.free_energy_soft(values, *args).sum()
+        logp, log_abstain = split(logp_ext)
+        counts, mass, nll, _ = ops.hard_evidence_pass(data.values, logp, logpi, log_abstain, True, False)
+        return counts, mass, nll
+
+    m_step = map_m_step_informative if informative else map_m_step
+    penalty = informative_prior_terms if informative else prior_terms
 
     def em_step(theta, need_objective):
         logp, logpi = log_params(theta)
-        counts, mass = stats(logp, logpi)
-        new_logp, new_logpi, pooled = map_m_step(counts, mass, prior_strength, diagonal_strength)
+        counts, mass, nll = stats(logp, logpi)
+        new_logp, new_logpi, pooled = m_step(counts, mass, prior_strength, diagonal_strength)
         new_theta = (new_logp.exp(), new_logpi.exp())
         if not need_objective:
             return new_theta, None, None
-        nll = objective(logp, logpi)
         # log-likelihood plus the priors' pseudo-count terms: what EM climbs
-        score = -nll * n + prior_terms(logp, pooled, prior_strength, diagonal_strength)
-        return new_theta, score, nll
+        score = -nll + penalty(logp, pooled, prior_strength, diagonal_strength)
+        return new_theta, score, nll / n
 
     def run(q0):
         counts = confusion_counts(data, q0).permute(1, 2, 0)  # (K_l, K_m, D)
-        logp, logpi, _ = map_m_step(counts, q0.sum(dim=0), prior_strength, diagonal_strength)
+        logp, logpi, _ = m_step(counts, q0.sum(dim=0), prior_strength, diagonal_strength)
         theta, history, score, _ = squarem(em_step, (logp.exp(), logpi.exp()), normalize_probabilities,
                                            max_iter, tol)
         logp, logpi = log_params(theta)
         return score, logp, logpi, history
 
-    soft = soft_vote_posterior(data).to(dev)
-    hard = torch.nn.functional.one_hot(soft.argmax(dim=1), k).double()
-    _, logp, logpi, history = max((run(q0) for q0 in (soft, hard)), key=lambda fit: fit[0])
-    with torch.no_grad():
-        rbm.W.copy_(logp.unsqueeze(-1).to(rbm.W.dtype))
-        rbm.b_v.zero_()
-        rbm.b_h.copy_(logpi.unsqueeze(0).to(rbm.b_h.dtype))
-    return history
+    _, logp_ext, logpi, history = max((run(q0.to(dev)) for q0 in start_posteriors(data)), key=lambda fit: fit[0])
+    logp, log_abstain = split(logp_ext)
+    fit = OneUnitFit(logp, logpi, log_abstain, history)
+    rbm.set_one_unit(fit.logp, fit.logpi, fit.log_abstain)
+    return fit

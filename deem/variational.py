@@ -37,13 +37,16 @@ from . import ops
 from ._validation import LabelData
 from .alignment import confusion_counts
 from .rbm import RBM
-from .solvers import soft_vote_posterior
+from .missingness import abstention_counts
+from .solvers import OneUnitFit, start_posteriors
 from .squarem import squarem
 
 # Dirichlet pseudo-count of each class in the prior of the class weights.
 CLASS_PRIOR = 1.0
-# Start of the learned confusion prior: (diag, off) pseudo-counts.
+# Start of the learned confusion prior: (diag, off) pseudo-counts; and under informative missingness
+# the Beta prior (vote, abstain) of each voter's rate of voting per class.
 PRIOR_START = (2.0, 1.0)
+RATE_PRIOR_START = (0.5, 0.5)
 # The learned pseudo-counts stay within these bounds.
 PRIOR_BOUNDS = (1e-3, 1e3)
 
@@ -59,10 +62,31 @@ def _kl_dirichlet(post: torch.Tensor, prior: torch.Tensor, dim: int) -> torch.Te
             + ((post - prior) * _expected_log(post, dim)).sum(dim=dim)).sum()
 
 
-def _prior_matrix(diag: float, off: float, k: int, like: torch.Tensor) -> torch.Tensor:
-    """``(K_l, K_m)`` Dirichlet parameters of every confusion column: off everywhere, diag more on l == m."""
+def _prior_matrix(params, k: int, like: torch.Tensor) -> torch.Tensor:
+    """``(K_l, K_m)`` Dirichlet parameters of every confusion column: ``off`` everywhere, ``diag`` more on l == m."""
+    diag, off = params[0], params[1]
     return torch.full((k, k), off, dtype=like.dtype, device=like.device) + diag * torch.eye(
         k, dtype=like.dtype, device=like.device)
+
+
+def learn_rate_prior(elog_vote_sum: float, elog_abstain_sum: float, n_columns: int, start) -> tuple:
+    """``(vote, abstain)`` of the Beta prior of every voter-class rate of voting, by empirical Bayes.
+
+    Maximizes ``n_columns * -log B(vote, abstain) + (vote - 1) * sum E[log f] + (abstain - 1) *
+    sum E[log(1 - f)]`` over the ``n_columns = D * K`` rates; L-BFGS in log space within ``PRIOR_BOUNDS``.
+    """
+    e = np.array([elog_vote_sum, elog_abstain_sum])
+    lo, hi = math.log(PRIOR_BOUNDS[0]), math.log(PRIOR_BOUNDS[1])
+
+    def negative(log_params):
+        a = np.exp(log_params)
+        value = n_columns * (gammaln(a.sum()) - gammaln(a).sum()) + ((a - 1) * e).sum()
+        grad = (n_columns * (digamma(a.sum()) - digamma(a)) + e) * a
+        return -value, -grad
+
+    x0 = np.clip(np.log(np.asarray(start, dtype=np.float64)), lo, hi)
+    result = minimize(negative, x0, jac=True, method="L-BFGS-B", bounds=[(lo, hi)] * 2)
+    return tuple(float(x) for x in np.exp(result.x))
 
 
 def learn_prior(expected_log_sum: np.ndarray, n_columns: int, start) -> tuple:
@@ -88,22 +112,24 @@ def learn_prior(expected_log_sum: np.ndarray, n_columns: int, start) -> tuple:
 
     x0 = np.clip(np.log(np.asarray(start, dtype=np.float64)), lo, hi)
     result = minimize(negative, x0, jac=True, method="L-BFGS-B", bounds=[(lo, hi)] * 2)
-    diag, off = np.exp(result.x)
-    return float(diag), float(off)
+    return tuple(float(x) for x in np.exp(result.x))
 
 
 def train_variational(rbm: RBM, data: LabelData, max_iter: int = 1000, tol: float = 1e-8,
-                      learn: bool = True) -> Tuple[List[float], Tuple[float, float]]:
+                      learn: bool = True, informative: bool = False) -> OneUnitFit:
     """Fit the variational posterior; store ``E[log P]`` and ``E[log pi]`` in ``rbm``.
 
     Two starts, the soft and the hard majority vote; the one with the higher
     evidence lower bound wins. The iteration runs under SQUAREM (the bound is
     its objective); it stops when one iteration moves no posterior-mean
     probability by ``tol`` (checked every 5 cycles) or after ``max_iter`` iterations.
-    ``learn=False`` keeps the prior at ``PRIOR_START``. Returns ``(history,
-    (diag, off))``: the negative evidence lower bound per row at each check of
-    the winning run, and its learned prior. The prior returned is the one the
-    final posteriors were computed with.
+    ``learn=False`` keeps the prior at its start. With ``informative=True`` every
+    voter also has a rate of voting per class, ``f_im ~ Beta(vote, abstain)`` with its
+    own two numbers learned by empirical Bayes (:mod:`deem.missingness`); the label
+    given a vote keeps the Dirichlet prior above, so its pseudo-counts weigh against
+    the voter's votes, not its abstentions. Returns a ``OneUnitFit``: the negative
+    evidence lower bound per row at each check of the winning run and the learned
+    prior (``{'diag', 'off'[, 'vote', 'abstain']}``) the final posteriors were computed with.
     """
     if rbm.n_hidden != 1:
         raise ValueError("solver='bayes' needs hidden_dim=1 (one hidden unit of K states)")
@@ -111,42 +137,49 @@ def train_variational(rbm: RBM, data: LabelData, max_iter: int = 1000, tol: floa
         raise ValueError("solver='bayes' takes hard labels; for soft labels use solver='exact' (or 'auto')")
     n, k, d = data.n_rows, rbm.n_classes, rbm.n_visible
     dev = rbm.W.device
-    minus_one = torch.full((n,), -1.0, dtype=torch.float64, device=dev)
-    zero_bv = torch.zeros(d, k, dtype=torch.float64, device=dev)
-
-    def stats(elog_p, elog_pi):
-        out = ops.free_energy_backward(minus_one, data.values, elog_p.unsqueeze(-1).contiguous(), zero_bv,
-                                       elog_pi.unsqueeze(0).contiguous())
-        return out[-3][..., 0], out[-1][0]  # counts (K_l, K_m, D), class mass (K,)
-
-    def log_evidence(elog_p, elog_pi):
-        free = ops.free_energy(data.values, elog_p.unsqueeze(-1).contiguous(), zero_bv,
-                               elog_pi.unsqueeze(0).contiguous())
-        return -free.sum()
-
+    start_prior = PRIOR_START + (RATE_PRIOR_START if informative else ())
     lo, hi = math.log(PRIOR_BOUNDS[0]), math.log(PRIOR_BOUNDS[1])
 
     def posterior(theta):
-        """Dirichlet posteriors of the confusions and class weights, and the prior ``(diag, off)``."""
+        """Dirichlet posteriors of the confusions and class weights, Beta posteriors of the rates of voting
+        (informative; else None) and the prior's numbers."""
         counts, mass, log_prior = theta
-        diag, off = (float(x) for x in log_prior.exp())
-        return counts + _prior_matrix(diag, off, k, counts).unsqueeze(-1), mass + CLASS_PRIOR, (diag, off)
+        params = tuple(float(x) for x in log_prior.exp())
+        rates = None
+        if informative:  # (2, K_m, D): pseudo-votes and pseudo-abstentions per voter and class
+            rates = torch.stack([counts.sum(dim=0) + params[2], abstention_counts(counts, mass).t() + params[3]])
+        return counts + _prior_matrix(params, k, counts).unsqueeze(-1), mass + CLASS_PRIOR, rates, params
 
-    # theta = (expected counts (K_l, K_m, D), class mass (K,), log (diag, off)): one iteration
-    # sets the Dirichlet posteriors from them, the prior by empirical Bayes, and the row
-    # posteriors (through the fused op) that give the next expected counts.
+    def expected_logs(post, rates):
+        """``(E[log P(label)] (K_l, K_m, D), E[log P(abstain)] (D, K) or None)``."""
+        elog_conf = _expected_log(post, dim=0)
+        if rates is None:
+            return elog_conf, None
+        elog_rate = _expected_log(rates, dim=0)  # (2, K_m, D): E[log f], E[log (1 - f)]
+        return elog_conf + elog_rate[0].unsqueeze(0), elog_rate[1].t().contiguous()
+
+    # theta = (expected counts (K_l, K_m, D), class mass (K,), log prior numbers): one iteration
+    # sets the Dirichlet (and Beta) posteriors from them, the prior by empirical Bayes, and the row
+    # posteriors (through the fused op) that give the next expected counts and the bound.
     def em_step(theta, need_objective):
-        post, post_pi, (diag, off) = posterior(theta)
-        elog_p, elog_pi = _expected_log(post, dim=0), _expected_log(post_pi, dim=0)
+        post, post_pi, rates, params = posterior(theta)
+        elog_conf = _expected_log(post, dim=0)
+        elog_pi = _expected_log(post_pi, dim=0)
         if learn:
-            diag, off = learn_prior(elog_p.sum(dim=2).cpu().numpy(), d, (diag, off))
-        counts, mass = stats(elog_p, elog_pi)
-        new_theta = (counts, mass, torch.tensor([math.log(diag), math.log(off)], dtype=torch.float64, device=dev))
+            params = learn_prior(elog_conf.sum(dim=2).cpu().numpy(), d, params[:2]) + (
+                learn_rate_prior(*(float(x) for x in _expected_log(rates, dim=0).sum(dim=(1, 2))), d * k,
+                                 params[2:]) if informative else ())
+        elog_p, elog_abstain = expected_logs(post, rates)
+        counts, mass, nll, _ = ops.hard_evidence_pass(data.values, elog_p, elog_pi, elog_abstain, True, False)
+        new_theta = (counts, mass, torch.tensor([math.log(x) for x in params], dtype=torch.float64, device=dev))
         if not need_objective:
             return new_theta, None, None
-        prior = _prior_matrix(diag, off, k, post).unsqueeze(-1).expand_as(post)
-        elbo = (log_evidence(elog_p, elog_pi) - _kl_dirichlet(post, prior, dim=0)
+        prior = _prior_matrix(params, k, post).unsqueeze(-1).expand_as(post)
+        elbo = (-nll - _kl_dirichlet(post, prior, dim=0)
                 - _kl_dirichlet(post_pi, torch.full_like(post_pi, CLASS_PRIOR), dim=0))
+        if informative:
+            rate_prior = torch.tensor(params[2:], dtype=rates.dtype, device=dev).view(2, 1, 1).expand_as(rates)
+            elbo = elbo - _kl_dirichlet(rates, rate_prior, dim=0)
         return new_theta, elbo, -elbo / n
 
     def normalize(theta):
@@ -154,21 +187,23 @@ def train_variational(rbm: RBM, data: LabelData, max_iter: int = 1000, tol: floa
         return counts.clamp(min=0.0), mass.clamp(min=0.0), log_prior.clamp(lo, hi)
 
     def distance(a, b):  # largest move of a posterior-mean probability
-        pa, pb = posterior(a)[0], posterior(b)[0]
-        return (pa / pa.sum(dim=0, keepdim=True) - pb / pb.sum(dim=0, keepdim=True)).abs().max()
+        (pa, _, ra, _), (pb, _, rb, _) = posterior(a), posterior(b)
+        move = (pa / pa.sum(dim=0, keepdim=True) - pb / pb.sum(dim=0, keepdim=True)).abs().max()
+        if ra is not None:
+            move = torch.maximum(move, (ra[0] / ra.sum(dim=0) - rb[0] / rb.sum(dim=0)).abs().max())
+        return move
 
     def run(q0):
-        start = torch.tensor([math.log(x) for x in PRIOR_START], dtype=torch.float64, device=dev)
-        theta0 = (confusion_counts(data, q0).permute(1, 2, 0).contiguous(), q0.sum(dim=0), start)
-        theta, history, elbo, _ = squarem(em_step, theta0, normalize, int(max_iter), tol, distance=distance)
-        post, post_pi, prior = posterior(theta)
-        return elbo, _expected_log(post, dim=0), _expected_log(post_pi, dim=0), history, prior
+        start = torch.tensor([math.log(x) for x in start_prior], dtype=torch.float64, device=dev)
+        counts = confusion_counts(data, q0).permute(1, 2, 0).contiguous()
+        theta, history, elbo, _ = squarem(em_step, (counts, q0.sum(dim=0), start), normalize, int(max_iter), tol,
+                                          distance=distance)
+        post, post_pi, rates, params = posterior(theta)
+        return (elbo, *expected_logs(post, rates), _expected_log(post_pi, dim=0), history, params)
 
-    soft = soft_vote_posterior(data).to(dev)
-    hard = torch.nn.functional.one_hot(soft.argmax(dim=1), k).double()
-    _, elog_p, elog_pi, history, prior = max((run(q0) for q0 in (soft, hard)), key=lambda fit: fit[0])
-    with torch.no_grad():
-        rbm.W.copy_(elog_p.unsqueeze(-1).to(rbm.W.dtype))
-        rbm.b_v.zero_()
-        rbm.b_h.copy_(elog_pi.unsqueeze(0).to(rbm.b_h.dtype))
-    return history, prior
+    _, elog_p, elog_abstain, elog_pi, history, params = max(
+        (run(q0.to(dev)) for q0 in start_posteriors(data)), key=lambda fit: fit[0])
+    prior = dict(zip(("diag", "off", "vote", "abstain"), params))
+    fit = OneUnitFit(elog_p, elog_pi, elog_abstain, history, prior)
+    rbm.set_one_unit(fit.logp, fit.logpi, fit.log_abstain)
+    return fit

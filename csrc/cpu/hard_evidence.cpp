@@ -1,0 +1,125 @@
+// hard_evidence_pass: one E-step pass of the one-hidden-unit (Dawid–Skene) model over
+// hard labels (N, D), -1 = missing, fused and in double: per row,
+//   s[m]   = base[m] + sum_{i present} (logp[x_i, m, i] - a[i, m])
+//   base   = logpi + sum_i a[i, :]        (a = log_abstain; absent: a = 0, base = logpi)
+//   q      = softmax(s), nll -= logsumexp(s), mass += q, counts[x_i, m, i] += q[m]
+// The abstention terms of informative missingness enter as "all voters minus the
+// present ones", so a row costs O(present labels * K) whatever D is. The sums run in
+// the fixed chunking of stats.h (bitwise independent of the thread count); every
+// label is bounds-checked before it indexes anything.
+#include "cpu/stats.h"
+
+namespace deem {
+namespace cpu {
+namespace {
+
+struct Layout {
+  int64_t counts, mass, nll, size;
+  Layout(int64_t K, int64_t D, bool want_counts) {
+    counts = 0;
+    mass = want_counts ? D * K * K : 0;  // counts kept as (D, K_l, K_m): a row's updates are contiguous in m
+    nll = mass + K;
+    size = nll + 1;
+  }
+};
+
+struct Pass {
+  int64_t K, D;
+  const double* lp;    // (D, K_l, K_m): logp[l, m, i] - a[i, m], transposed once per call
+  const double* base;  // (K,)
+  Layout lay;
+  bool want_counts;
+  double* post;  // (N, K) or null
+};
+
+template <typename label_t>
+void pass_rows(const char* name, const label_t* x, int64_t r0, int64_t r1, const Pass& ps, double* buf) {
+  const int64_t K = ps.K, D = ps.D;
+  std::vector<double> s(K);
+  for (int64_t n = r0; n < r1; ++n) {
+    const label_t* xn = x + n * D;
+    for (int64_t m = 0; m < K; ++m) s[m] = ps.base[m];
+    for (int64_t i = 0; i < D; ++i) {
+      const int64_t l = checked_label(name, xn[i], n, i, K);
+      if (l < 0) continue;
+      const double* w = ps.lp + (i * K + l) * K;
+      for (int64_t m = 0; m < K; ++m) s[m] += w[m];
+    }
+    double mx = s[0];
+    for (int64_t m = 1; m < K; ++m) mx = std::max(mx, s[m]);
+    double z = 0.0;
+    for (int64_t m = 0; m < K; ++m) z += std::exp(s[m] - mx);
+    const double lse = mx + std::log(z);
+    for (int64_t m = 0; m < K; ++m) s[m] = std::exp(s[m] - lse);  // s now holds q
+    buf[ps.lay.nll] -= lse;
+    for (int64_t m = 0; m < K; ++m) buf[ps.lay.mass + m] += s[m];
+    if (ps.post)
+      for (int64_t m = 0; m < K; ++m) ps.post[n * K + m] = s[m];
+    if (!ps.want_counts) continue;
+    for (int64_t i = 0; i < D; ++i) {
+      const int64_t l = static_cast<int64_t>(xn[i]);
+      if (l < 0) continue;
+      double* c = buf + ps.lay.counts + (i * K + l) * K;
+      for (int64_t m = 0; m < K; ++m) c[m] += s[m];
+    }
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> hard_evidence_pass(
+    const at::Tensor& labels_, const at::Tensor& logp_, const at::Tensor& logpi_, const at::Tensor& log_abstain_,
+    bool want_counts, bool want_posterior) {
+  const char* name = "deem::hard_evidence_pass";
+  TORCH_CHECK(labels_.device().is_cpu() && logp_.device().is_cpu() && logpi_.device().is_cpu() &&
+                  log_abstain_.device().is_cpu(),
+              name, ": expected CPU tensors");
+  TORCH_CHECK(labels_.dim() == 2 && is_label_dtype(labels_.scalar_type()), name,
+              ": labels must be a 2-D integer tensor (N, D), got ", labels_.sizes(), " ", labels_.scalar_type());
+  const int64_t N = labels_.size(0), D = labels_.size(1);
+  TORCH_CHECK(logp_.dim() == 3 && logp_.size(0) == logp_.size(1) && logp_.size(2) == D && logp_.size(0) >= 1, name,
+              ": logp must have shape (K, K, D) with D = ", D, ", got ", logp_.sizes());
+  const int64_t K = logp_.size(0);
+  TORCH_CHECK(logpi_.dim() == 1 && logpi_.size(0) == K, name, ": logpi must have shape (", K, "), got ",
+              logpi_.sizes());
+  const bool informative = log_abstain_.dim() == 2 && log_abstain_.size(0) > 0;
+  TORCH_CHECK(log_abstain_.dim() == 2 && log_abstain_.size(1) == K && (!informative || log_abstain_.size(0) == D),
+              name, ": log_abstain must have shape (", D, ", ", K, ") or (0, ", K, "), got ", log_abstain_.sizes());
+  TORCH_CHECK(logp_.scalar_type() == at::kDouble && logpi_.scalar_type() == at::kDouble &&
+                  log_abstain_.scalar_type() == at::kDouble,
+              name, ": logp, logpi and log_abstain must be float64");
+  const at::Tensor labels = labels_.contiguous();
+  // lp[i, l, m] = logp[l, m, i] - a[i, m]; base = logpi + sum_i a[i, :]  (tiny: made once per call)
+  at::Tensor lp = logp_.permute({2, 0, 1});
+  at::Tensor base = logpi_.clone();
+  if (informative) {
+    lp = lp - log_abstain_.unsqueeze(1);
+    base = base + log_abstain_.sum(0);
+  }
+  lp = lp.contiguous();
+  base = base.contiguous();
+  const auto f64 = logp_.options();
+  at::Tensor post = at::empty({want_posterior ? N : 0, K}, f64);
+  const Layout lay(K, D, want_counts);
+  const Pass ps{K, D, lp.data_ptr<double>(), base.data_ptr<double>(), lay, want_counts,
+                want_posterior ? post.data_ptr<double>() : nullptr};
+  std::vector<double> tot;
+  DEEM_DISPATCH_LABELS(labels.scalar_type(), name, [&] {
+    const label_t* x = labels.data_ptr<label_t>();
+    tot = chunked_reduce(N, lay.size, [&](int64_t r0, int64_t r1, double* buf) { pass_rows(name, x, r0, r1, ps, buf); });
+  });
+  at::Tensor counts = at::empty({want_counts ? K : 0, K, D}, f64);
+  if (want_counts) {
+    double* c = counts.data_ptr<double>();
+    for (int64_t i = 0; i < D; ++i)
+      for (int64_t l = 0; l < K; ++l)
+        for (int64_t m = 0; m < K; ++m) c[(l * K + m) * D + i] = tot[lay.counts + (i * K + l) * K + m];
+  }
+  at::Tensor mass = at::empty({K}, f64);
+  std::copy(tot.begin() + lay.mass, tot.begin() + lay.mass + K, mass.data_ptr<double>());
+  return {counts, mass, at::scalar_tensor(tot[lay.nll], f64), post};
+}
+
+}  // namespace
+}  // namespace cpu
+}  // namespace deem
+
+TORCH_LIBRARY_IMPL(deem, CPU, m) { m.impl("hard_evidence_pass", &deem::cpu::hard_evidence_pass); }

@@ -1,0 +1,169 @@
+"""Missing labels as evidence: the informative model, the presence test behind missing='auto', the reliability
+attributes in the voter's own terms, and the labeling-function generator."""
+import numpy as np
+import pytest
+import torch
+
+from deem import DEEM, ops
+from deem.datasets import dawid_skene, labeling_functions
+from deem.missingness import presence_log_bayes_factor
+
+
+def majority_vote(L, k):
+    counts = np.stack([(L == c).sum(1) for c in range(k)], 1)
+    return counts.argmax(1)
+
+
+def accuracy(pred, y, L):
+    has = (L >= 0).any(1)
+    return float((pred[has] == y[has]).mean())
+
+
+@pytest.mark.parametrize("solver", ["bayes", "exact"])
+def test_one_class_voters_majority_vote_beats_ignorable_and_the_default_recovers(solver):
+    """Every voter votes for one class only: ignoring abstentions leaves nothing to learn from."""
+    L, y = labeling_functions(n_samples=3000, n_voters=16, one_class_share=1.0, random_state=3)
+    mv = accuracy(majority_vote(L, 2), y, L)
+    ignorable = accuracy(DEEM(solver=solver, missing="ignorable").fit(L).predict(L), y, L)
+    model = DEEM(solver=solver).fit(L)
+    default = accuracy(model.predict(L), y, L)
+    assert mv > ignorable + 0.10
+    assert model.missing_ == "informative" and model.missing_log_bayes_factor_ > 0
+    assert default > mv + 0.01
+
+
+def test_imbalanced_ensemble_old_default_predicts_one_class_new_one_does_not():
+    L, y = labeling_functions(n_samples=3000, n_voters=10, class_balance=[0.9, 0.1], one_class_share=1.0,
+                              coverage=(0.05, 0.3), random_state=1)
+    old = DEEM(missing="ignorable").fit(L).predict(L)
+    new = DEEM().fit(L).predict(L)
+    assert len(np.unique(old)) == 1  # the class prior swallowed the minority class
+    assert len(np.unique(new)) == 2
+    minority = y == 1
+    assert (new[minority] == 1).mean() > 0.7  # and the minority class is found, not just predicted somewhere
+    assert accuracy(new, y, L) > accuracy(majority_vote(L, 2), y, L)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_auto_is_ignorable_on_randomly_assigned_crowds(seed):
+    X, _ = dawid_skene(n_samples=1500, n_classifiers=20, n_classes=3, missing_rate=0.7, random_state=seed)
+    model = DEEM().fit(X)
+    assert model.missing_ == "ignorable"
+    assert model.missing_log_bayes_factor_ < 0
+    ignorable = DEEM(missing="ignorable").fit(X)
+    np.testing.assert_array_equal(model.predict(X), ignorable.predict(X))
+
+
+@pytest.mark.parametrize("kwargs", [dict(), dict(n_classes=4, n_voters=30, one_class_share=0.5),
+                                    dict(one_class_share=0.0, n_correlated=5)])
+def test_auto_is_informative_on_labeling_functions(kwargs):
+    L, _ = labeling_functions(random_state=2, **kwargs)
+    assert presence_log_bayes_factor(torch.as_tensor(L), int(L.max()) + 1) > 0
+    assert DEEM(solver="exact").fit(L).missing_ == "informative"
+
+
+def test_presence_test_ignores_a_voter_that_never_answers():
+    X, _ = dawid_skene(n_samples=500, n_classifiers=8, missing_rate=0.6, random_state=0)
+    base = presence_log_bayes_factor(torch.as_tensor(X), 3)
+    with_constant = np.concatenate([X, -np.ones((500, 1), dtype=X.dtype)], 1)
+    assert presence_log_bayes_factor(torch.as_tensor(with_constant), 3) == pytest.approx(base)
+
+
+def test_complete_matrix_has_nothing_to_decide():
+    X, _ = dawid_skene(n_samples=300, n_classifiers=6, missing_rate=0.0, random_state=0)
+    model = DEEM().fit(X)
+    assert model.missing_ == "ignorable" and model.missing_log_bayes_factor_ is None
+
+
+@pytest.mark.parametrize("solver", ["bayes", "exact"])
+def test_informative_fit_through_the_op_equals_the_pytorch_twin(solver):
+    L, _ = labeling_functions(n_samples=800, n_voters=8, n_classes=3, random_state=4)
+    fast = DEEM(solver=solver, missing="informative").fit(L)
+    with ops.use_reference():
+        slow = DEEM(solver=solver, missing="informative").fit(L)
+        slow_proba = slow.predict_proba(L)
+    np.testing.assert_allclose(fast.abstain_rate_, slow.abstain_rate_, rtol=0, atol=1e-9)  # float64 fit
+    np.testing.assert_allclose(fast.predict_proba(L), slow_proba, rtol=0, atol=1e-6)  # the RBM holds float32
+
+
+def test_rows_where_every_voter_abstained_are_fitted_and_predicted():
+    L, y = labeling_functions(n_samples=2000, n_voters=6, one_class_share=1.0, coverage=(0.1, 0.3), random_state=5)
+    empty = ~(L >= 0).any(1)
+    assert empty.sum() > 50
+    model = DEEM(missing="informative").fit(L)
+    assert model.n_dropped_rows_ == 0
+    proba = model.predict_proba(L[empty])
+    # a row where nobody fired is evidence: the class the voters fire on least, not the prior
+    assert np.allclose(proba, proba[0])
+    ignorable = DEEM(missing="ignorable").fit(L)
+    assert ignorable.n_dropped_rows_ == int(empty.sum())
+
+
+def test_reliability_in_the_voters_own_terms():
+    L, y = labeling_functions(n_samples=6000, n_voters=12, n_classes=3, one_class_share=0.5, random_state=6)
+    model = DEEM(missing="informative").fit(L)
+    d, k = L.shape[1], 3
+    assert model.abstain_rate_.shape == (d, k) and model.coverage_.shape == (d,)
+    np.testing.assert_allclose(model.coverage_, (L >= 0).mean(0))
+    # against the truth: per-class abstention rates and accuracy when voting
+    true_rate = np.stack([(L[y == c] < 0).mean(0) for c in range(k)], 1)
+    assert np.abs(model.abstain_rate_ - true_rate).max() < 0.05
+    voted = L >= 0
+    true_acc = np.array([(L[voted[:, i], i] == y[voted[:, i]]).mean() for i in range(d)])
+    assert np.abs(model.accuracy_when_voting_ - true_acc).max() < 0.08
+    # coverage agrees with the class-averaged abstention rate under the fitted prior
+    prior = np.bincount(model.predict(L), minlength=k) / len(L)
+    np.testing.assert_allclose(1 - model.abstain_rate_ @ prior, model.coverage_, atol=0.02)
+
+
+def test_ignorable_abstain_rate_is_the_share_missing():
+    X, _ = dawid_skene(n_samples=400, n_classifiers=5, missing_rate=0.5, random_state=1)
+    model = DEEM(missing="ignorable").fit(X)
+    np.testing.assert_allclose(model.abstain_rate_, np.repeat((X < 0).mean(0)[:, None], 3, 1))
+
+
+def test_save_load_keeps_informative_model(tmp_path):
+    L, _ = labeling_functions(n_samples=500, n_voters=6, random_state=7)
+    model = DEEM().fit(L)
+    path = tmp_path / "m.deem"
+    model.save(path)
+    loaded = DEEM().load(path)
+    assert loaded.missing_ == "informative"
+    assert loaded.missing_log_bayes_factor_ == pytest.approx(model.missing_log_bayes_factor_)
+    np.testing.assert_allclose(loaded.predict_proba(L), model.predict_proba(L))
+    np.testing.assert_allclose(loaded.abstain_rate_, model.abstain_rate_)
+    np.testing.assert_allclose(loaded.coverage_, model.coverage_)
+
+
+def test_verbose_says_what_missing_means(capsys):
+    L, _ = labeling_functions(n_samples=400, n_voters=6, random_state=8)
+    DEEM(verbose=True).fit(L)
+    err = capsys.readouterr().err
+    assert "missing='auto' chose 'informative'" in err and "Bayes factor" in err
+
+
+@pytest.mark.parametrize("bad", ["yes", "Informative", None, 1])
+def test_bad_missing_value_is_a_clear_error(bad):
+    with pytest.raises(ValueError, match="missing must be one of"):
+        DEEM(missing=bad).fit(np.array([[0, 1], [1, -1]]))
+
+
+def test_informative_needs_a_solver_that_models_it():
+    L, _ = labeling_functions(n_samples=100, n_voters=4, random_state=0)
+    with pytest.raises(ValueError, match="missing='informative'"):
+        DEEM(solver="gwg", missing="informative", epochs=1).fit(L)
+
+
+def test_labeling_functions_generator():
+    L, y = labeling_functions(n_samples=5000, n_voters=10, n_classes=3, class_balance=[0.6, 0.3, 0.1],
+                              one_class_share=1.0, n_correlated=3, random_state=0)
+    assert L.shape == (5000, 13) and y.shape == (5000,)
+    np.testing.assert_allclose(np.bincount(y) / 5000, [0.6, 0.3, 0.1], atol=0.02)
+    for i in range(10):  # one-class voters vote for one class only
+        assert len(np.unique(L[L[:, i] >= 0, i])) <= 1
+    assert L.min() == -1 and L.max() <= 2
+    again, _ = labeling_functions(n_samples=5000, n_voters=10, n_classes=3, class_balance=[0.6, 0.3, 0.1],
+                                  one_class_share=1.0, n_correlated=3, random_state=0)
+    np.testing.assert_array_equal(L, again)
+    with pytest.raises(ValueError, match="class_balance"):
+        labeling_functions(class_balance=[0.5, 0.6])
