@@ -151,9 +151,6 @@ class DEEM(BaseEstimator):
         if self.missing == "informative" and solver in ("gwg", "dlp"):
             raise ValueError(f"missing='informative' is fitted by solver='exact' or 'bayes' (hidden_dim=1); "
                              f"solver={solver!r} treats a missing label as ignorable")
-        if self.missing == "informative" and data.soft:
-            raise ValueError("missing='informative' takes hard labels (-1 = abstained); soft labels mark a missing "
-                             "entry with an all-zero column, which is fitted as ignorable")
 
         preprocessor = None
         visible = data
@@ -170,18 +167,16 @@ class DEEM(BaseEstimator):
         self.variational_prior_ = None
         self.missing_ = "ignorable"
         self.missing_log_bayes_factor_ = None
-        if solver in ("bayes", "exact") and not data.soft:
+        if solver in ("bayes", "exact"):
             result = fit_one_unit(all_rows, solver, self.missing, float(hp["prior_strength"]), device)
-            rbm, self.history_ = result.rbm, result.fit.history
-            self.variational_prior_ = result.fit.prior
+            rbm, self.history_ = result.rbm, result.history
+            self.variational_prior_ = result.prior
             self.missing_, self.missing_log_bayes_factor_ = result.missing, result.log_bayes_factor
             self.n_dropped_rows_ = result.n_dropped_rows
             if result.missing == "informative":
                 data = all_rows  # every row was fitted: an all-abstain row is evidence
             if verbose:
-                self._report_one_unit(solver, hp, result)
-        elif solver == "exact":
-            self.history_ = train_soft_evidence(rbm, data, float(hp["prior_strength"]))
+                self._report_one_unit(solver, hp, result, data.soft)
         else:
             cfg = TrainConfig(
                 epochs=int(hp["epochs"]), batch_size=int(hp["batch_size"]),
@@ -214,13 +209,14 @@ class DEEM(BaseEstimator):
         self.class_map_ = self._alignment_against(data)
         return self
 
-    def _report_one_unit(self, solver: str, hp: dict, result) -> None:
+    def _report_one_unit(self, solver: str, hp: dict, result, soft: bool) -> None:
         if solver == "bayes":
-            prior = " ".join(f"{k}={v:.3g}" for k, v in result.fit.prior.items())
+            prior = " ".join(f"{k}={v:.3g}" for k, v in result.prior.items())
             line = (f"DEEM fit (variational Bayes, learned prior {prior}): "
                     f"negative evidence lower bound per row {self.history_[-1]:.4f}")
         else:
-            line = (f"DEEM fit (exact EM, prior_strength={hp['prior_strength']}): "
+            line = (f"DEEM fit (exact EM{' of the virtual-evidence model' if soft else ''}, "
+                    f"prior_strength={hp['prior_strength']}): "
                     f"mean negative log-likelihood {self.history_[-1]:.4f}")
         if result.log_bayes_factor is not None:
             why = (f"missing='auto' chose {result.missing!r}: log Bayes factor of class-dependent presence "

@@ -8,21 +8,23 @@ where every voter abstained is data there).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import List, Optional
 
 import torch
 
 from ._validation import LabelData, present_rows
 from .missingness import presence_log_bayes_factor
 from .rbm import RBM
-from .solvers import OneUnitFit, train_exact
+from .soft_evidence import train_soft_evidence
+from .solvers import train_exact
 from .variational import train_variational
 
 
 @dataclass
 class OneUnitResult:
     rbm: RBM
-    fit: OneUnitFit
+    history: List[float]
+    prior: Optional[dict]        # what solver='bayes' learned
     missing: str                 # 'ignorable' or 'informative'
     n_dropped_rows: int          # rows left out of the fit (no label, ignorable model)
     log_bayes_factor: Optional[float]  # the presence test's verdict under missing='auto' (None otherwise)
@@ -38,23 +40,29 @@ def decide_missing(data: LabelData, missing: str):
     """``(meaning, log Bayes factor or None)``: the user's choice, or the presence test's under ``'auto'``."""
     if missing != "auto":
         return missing, None
-    if data.soft or not bool((present_per_voter(data) < data.n_rows).any()):
-        return "ignorable", None  # nothing is missing (or soft labels: fitted as ignorable)
-    factor = presence_log_bayes_factor(data.values, data.n_classes)
+    if not bool((present_per_voter(data) < data.n_rows).any()):
+        return "ignorable", None  # nothing is missing
+    values = data.values
+    if data.soft:  # an all-zero column is the missing entry; the test reads each column's argmax
+        values = torch.where(values.sum(dim=1) > 0, values.argmax(dim=1), torch.full_like(values[:, 0], -1).long())
+    factor = presence_log_bayes_factor(values, data.n_classes)
     return ("informative" if factor > 0 else "ignorable"), factor
 
 
 def fit_one_unit(data: LabelData, solver: str, missing: str, prior_strength: float, device) -> OneUnitResult:
-    """Fit ``solver`` ('exact' or 'bayes') on hard labels under ``missing`` ('auto', 'ignorable', 'informative')."""
-    if data.soft:
-        raise ValueError("fit_one_unit takes hard labels")
+    """Fit ``solver`` ('exact' or 'bayes'; soft labels: 'exact', the virtual-evidence EM) under ``missing``
+    ('auto', 'ignorable', 'informative')."""
     kind, factor = decide_missing(data, missing)
     informative = kind == "informative"
     keep = present_rows(data)
-    rows = data if informative else data.select(keep)
     rbm = RBM(data.n_classifiers, data.n_classes, 1, device=device)
+    if data.soft:  # rows with no column at all enter the informative fit in closed form
+        n_empty = int((~keep).sum())
+        history = train_soft_evidence(rbm, data.select(keep), prior_strength, informative, n_empty)
+        return OneUnitResult(rbm, history, None, kind, 0 if informative else n_empty, factor)
+    rows = data if informative else data.select(keep)
     if solver == "bayes":
         fit = train_variational(rbm, rows, informative=informative)
     else:
         fit = train_exact(rbm, rows, prior_strength, informative=informative)
-    return OneUnitResult(rbm, fit, kind, 0 if informative else int((~keep).sum()), factor)
+    return OneUnitResult(rbm, fit.history, fit.prior, kind, 0 if informative else int((~keep).sum()), factor)

@@ -12,7 +12,13 @@ a mixture over the true class with, per classifier, the confusion column ``m``
 averaged under the soft label. One-hot soft labels give exactly the hard-label
 Dawid–Skene likelihood, so this fit equals :func:`deem.solvers.train_exact` on
 the argmax labels. A classifier whose column is all zero on a row is missing
-there and contributes a factor 1.
+there and contributes a factor 1 -- or, under informative missingness
+(:mod:`deem.missingness`), the factor ``P_i(abstain | m)``, with ``P_i(l | m)``
+then the rate of voting times the label given a vote. That model folds into the
+same pass exactly: with ``f`` the rate of voting, a present column scores
+``sum_l v_nil P_i(l | m, votes) f_im / (1 - f_im)`` and every row starts from
+``log pi_m + sum_i log(1 - f_im)``; a row with no column at all is then data too,
+added in closed form (its posterior is the same for every such row).
 
 EM has two latent variables per row: the true class ``m`` and, per classifier,
 the emitted class ``l``. With ``a_ni(m) = sum_l v_nil P_i(l | m)`` the E-step is
@@ -28,7 +34,8 @@ from __future__ import annotations
 import torch
 
 from . import ops
-from .solvers import EXACT_DIAGONAL_STRENGTH, log_params, map_m_step, normalize_probabilities, prior_terms
+from .solvers import (EXACT_DIAGONAL_STRENGTH, informative_prior_terms, log_params, map_m_step,
+                      map_m_step_informative, normalize_probabilities, prior_terms)
 from .squarem import squarem
 
 __all__ = ["fit_soft_evidence", "posterior_soft_evidence"]
@@ -136,6 +143,19 @@ def fit_soft_evidence(values: torch.Tensor, prior_strength: float = 2.0, max_ite
     at the end, of the winning run. Rows where every classifier is missing
     are ignored.
     """
+    return _fit(values, prior_strength, max_iter, tol)
+
+
+def fold_abstentions(logp_ext: torch.Tensor, logpi: torch.Tensor):
+    """Informative parameters (``log P (K + 1, K, D)``, abstention last) -> the pass's ``(logp, logpi)``."""
+    log_abstain = logp_ext[-1]  # (K_m, D)
+    return (logp_ext[:-1] - log_abstain.unsqueeze(0)).contiguous(), logpi + log_abstain.sum(dim=1)
+
+
+def _fit(values: torch.Tensor, prior_strength: float, max_iter: int, tol: float, informative: bool = False,
+         n_empty: int = 0):
+    """``fit_soft_evidence``; with ``informative`` the parameters are ``log P (K + 1, K, D)`` (abstention last)
+    and ``n_empty`` more rows, where every classifier abstained, count as data."""
     values = _check_values(values)
     prior_strength = float(prior_strength)
     if not prior_strength >= 0:
@@ -149,19 +169,31 @@ def fit_soft_evidence(values: torch.Tensor, prior_strength: float = 2.0, max_ite
     if not bool(seen.any()):
         raise ValueError("soft labels hold no evidence: every classifier is missing on every row")
     if not bool(seen.all()):
-        return _fit_without_silent(values, seen, prior_strength, max_iter, tol)
+        return _fit_without_silent(values, seen, prior_strength, max_iter, tol, informative, n_empty)
+    m_step = map_m_step_informative if informative else map_m_step
+    penalty = informative_prior_terms if informative else prior_terms
+
+    def e_pass(logp, logpi):
+        if not informative:
+            return _e_pass(values, logp, logpi)[:4]
+        logp_pass, logpi_pass = fold_abstentions(logp, logpi)
+        counts, mass, nll, rows, _ = _e_pass(values, logp_pass, logpi_pass)
+        if n_empty:  # every such row: score logpi_pass, the same posterior
+            lse = torch.logsumexp(logpi_pass, dim=0)
+            mass, nll, rows = mass + n_empty * (logpi_pass - lse).exp(), nll - n_empty * lse, rows + n_empty
+        return counts, mass, nll, rows
 
     def em_step(theta, need_objective):
         logp, logpi = log_params(theta)
-        counts, mass, nll, rows, _ = _e_pass(values, logp, logpi)
-        new_logp, new_logpi, pooled = map_m_step(counts, mass, prior_strength, EXACT_DIAGONAL_STRENGTH)
+        counts, mass, nll, rows = e_pass(logp, logpi)
+        new_logp, new_logpi, pooled = m_step(counts, mass, prior_strength, EXACT_DIAGONAL_STRENGTH)
         # penalized log-likelihood: what EM climbs
-        score = -nll + prior_terms(logp, pooled, prior_strength, EXACT_DIAGONAL_STRENGTH)
+        score = -nll + penalty(logp, pooled, prior_strength, EXACT_DIAGONAL_STRENGTH)
         return (new_logp.exp(), new_logpi.exp()), score, nll / rows.clamp(min=1)
 
     def run(q0):
-        logp, logpi, _ = map_m_step(_fractional_counts(values, q0), q0.sum(dim=0), prior_strength,
-                                    EXACT_DIAGONAL_STRENGTH)
+        logp, logpi, _ = m_step(_fractional_counts(values, q0), q0.sum(dim=0), prior_strength,
+                                EXACT_DIAGONAL_STRENGTH)
         theta, history, score, _ = squarem(em_step, (logp.exp(), logpi.exp()), normalize_probabilities,
                                            int(max_iter), tol)
         logp, logpi = log_params(theta)
@@ -175,7 +207,7 @@ def fit_soft_evidence(values: torch.Tensor, prior_strength: float = 2.0, max_ite
 
 
 def _fit_without_silent(values: torch.Tensor, seen: torch.Tensor, prior_strength: float, max_iter: int,
-                        tol: float) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
+                        tol: float, informative: bool = False, n_empty: int = 0):
     """Fit on the classifiers that answer somewhere; a silent one gets its prior-only confusion.
 
     A classifier with no evidence anywhere adds nothing to the likelihood or the
@@ -183,12 +215,16 @@ def _fit_without_silent(values: torch.Tensor, seen: torch.Tensor, prior_strength
     without it keeps the other parameters (and the accelerator's path) exactly as if
     it were absent.
     """
-    logp_seen, logpi, history = fit_soft_evidence(values[:, :, seen], prior_strength, max_iter, tol)
-    counts, mass, _, _, _ = _e_pass(values[:, :, seen], logp_seen, logpi)
+    logp_seen, logpi, history = _fit(values[:, :, seen], prior_strength, max_iter, tol, informative, n_empty)
+    folded = fold_abstentions(logp_seen, logpi) if informative else (logp_seen, logpi)
+    counts, mass, _, rows, _ = _e_pass(values[:, :, seen], *folded)
+    if informative and n_empty:
+        mass = mass + n_empty * torch.softmax(folded[1], dim=0)
     zero = torch.zeros(values.shape[1], values.shape[1], values.shape[2], dtype=torch.float64,
                        device=values.device)
     zero[:, :, seen] = counts
-    logp, _, _ = map_m_step(zero, mass, prior_strength, EXACT_DIAGONAL_STRENGTH)
+    m_step = map_m_step_informative if informative else map_m_step
+    logp, _, _ = m_step(zero, mass, prior_strength, EXACT_DIAGONAL_STRENGTH)
     logp[:, :, seen] = logp_seen
     return logp, logpi, history
 
@@ -204,19 +240,21 @@ def posterior_soft_evidence(values: torch.Tensor, logp: torch.Tensor, logpi: tor
         return _e_pass(values, logp, logpi, want_counts=False, want_posterior=True)[4]
 
 
-def train_soft_evidence(rbm, data, prior_strength: float) -> list[float]:
+def train_soft_evidence(rbm, data, prior_strength: float, informative: bool = False, n_empty: int = 0) -> list[float]:
     """``solver='exact'`` on soft labels: fit by :func:`fit_soft_evidence`, store it in ``rbm``.
 
-    ``W[..., 0] = log P``, ``b_v = 0``, ``b_h[0] = log pi``: the same normalized
-    parameters ``train_exact`` leaves for hard labels, so ``confusion_`` and
-    ``skill_`` read the same way; predictions on soft labels go through
-    :func:`posterior_soft_evidence` (on one-hot rows the two posteriors agree).
+    ``W[..., 0] = log P``, ``b_v = 0``, ``b_h[0] = log pi`` (``RBM.set_one_unit``; under
+    informative missingness with the abstentions folded in, which is exactly the
+    parameters the pass takes): the same parameters ``train_exact`` leaves for hard
+    labels, so ``confusion_`` and ``skill_`` read the same way; predictions on soft
+    labels go through :func:`posterior_soft_evidence` (on one-hot rows the two posteriors agree).
+    ``n_empty``: rows, left out of ``data``, where every classifier abstained (informative only).
     """
     if rbm.n_hidden != 1:
         raise ValueError("solver='exact' needs hidden_dim=1 (the likelihood is exact for one hidden unit)")
-    logp, logpi, history = fit_soft_evidence(data.values, prior_strength)
-    with torch.no_grad():
-        rbm.W.copy_(logp.unsqueeze(-1).to(rbm.W.dtype))
-        rbm.b_v.zero_()
-        rbm.b_h.copy_(logpi.unsqueeze(0).to(rbm.b_h.dtype))
+    logp, logpi, history = _fit(data.values, prior_strength, 1000, 1e-8, informative, n_empty)
+    if informative:
+        rbm.set_one_unit(logp[:-1], logpi, logp[-1].t())
+    else:
+        rbm.set_one_unit(logp, logpi)
     return history

@@ -167,3 +167,35 @@ def test_labeling_functions_generator():
     np.testing.assert_array_equal(L, again)
     with pytest.raises(ValueError, match="class_balance"):
         labeling_functions(class_balance=[0.5, 0.6])
+
+
+def soft_from_hard(L, k, confidence=0.8, seed=0):
+    """Soft labels (N, K, D) around hard ones: an all-zero column where the hard label is missing."""
+    rng = np.random.default_rng(seed)
+    n, d = L.shape
+    v = rng.dirichlet(np.ones(k), size=(n, d)).transpose(0, 2, 1) * (1 - confidence)
+    present = L >= 0
+    v[np.arange(n)[:, None], np.clip(L, 0, None), np.arange(d)[None, :]] += confidence
+    return v * present[:, None, :]
+
+
+def test_soft_labels_all_zero_column_is_the_same_question():
+    L, y = labeling_functions(n_samples=2000, n_voters=12, one_class_share=1.0, random_state=9)
+    V = soft_from_hard(L, 2)
+    model = DEEM().fit(V)
+    assert model.missing_ == "informative" and model.missing_log_bayes_factor_ > 0
+    ignorable = DEEM(missing="ignorable").fit(V)
+    acc = accuracy(model.predict(V), y, L)
+    assert acc > accuracy(ignorable.predict(V), y, L) + 0.10
+    assert model.n_dropped_rows_ == 0 and model.abstain_rate_.shape == (12, 2)
+    # one-hot soft labels: the same fit as the hard labels'
+    onehot = soft_from_hard(L, 2, confidence=1.0)
+    hard = DEEM(solver="exact", missing="informative").fit(L)
+    soft = DEEM(missing="informative").fit(onehot)
+    np.testing.assert_allclose(soft.predict_proba(onehot), hard.predict_proba(L), atol=1e-5)
+
+
+def test_soft_crowd_stays_ignorable():
+    X, _ = dawid_skene(n_samples=1000, n_classifiers=15, n_classes=3, missing_rate=0.7, random_state=1)
+    V = soft_from_hard(X, 3)
+    assert DEEM().fit(V).missing_ == "ignorable"
