@@ -7,6 +7,7 @@
 // present ones", so a row costs O(present labels * K) whatever D is. The sums run in
 // the fixed chunking of stats.h (bitwise independent of the thread count); every
 // label is bounds-checked before it indexes anything.
+#include "common/evidence.h"
 #include "cpu/stats.h"
 
 namespace deem {
@@ -72,34 +73,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> hard_evidence_pass(
   TORCH_CHECK(labels_.device().is_cpu() && logp_.device().is_cpu() && logpi_.device().is_cpu() &&
                   log_abstain_.device().is_cpu(),
               name, ": expected CPU tensors");
-  TORCH_CHECK(labels_.dim() == 2 && is_label_dtype(labels_.scalar_type()), name,
-              ": labels must be a 2-D integer tensor (N, D), got ", labels_.sizes(), " ", labels_.scalar_type());
-  const int64_t N = labels_.size(0), D = labels_.size(1);
-  TORCH_CHECK(logp_.dim() == 3 && logp_.size(0) == logp_.size(1) && logp_.size(2) == D && logp_.size(0) >= 1, name,
-              ": logp must have shape (K, K, D) with D = ", D, ", got ", logp_.sizes());
-  const int64_t K = logp_.size(0);
-  TORCH_CHECK(logpi_.dim() == 1 && logpi_.size(0) == K, name, ": logpi must have shape (", K, "), got ",
-              logpi_.sizes());
-  const bool informative = log_abstain_.dim() == 2 && log_abstain_.size(0) > 0;
-  TORCH_CHECK(log_abstain_.dim() == 2 && log_abstain_.size(1) == K && (!informative || log_abstain_.size(0) == D),
-              name, ": log_abstain must have shape (", D, ", ", K, ") or (0, ", K, "), got ", log_abstain_.sizes());
-  TORCH_CHECK(logp_.scalar_type() == at::kDouble && logpi_.scalar_type() == at::kDouble &&
-                  log_abstain_.scalar_type() == at::kDouble,
-              name, ": logp, logpi and log_abstain must be float64");
+  const EvidenceArgs ev = evidence_args(name, labels_, logp_, logpi_, log_abstain_);
+  const int64_t N = ev.N, D = ev.D, K = ev.K;
   const at::Tensor labels = labels_.contiguous();
-  // lp[i, l, m] = logp[l, m, i] - a[i, m]; base = logpi + sum_i a[i, :]  (tiny: made once per call)
-  at::Tensor lp = logp_.permute({2, 0, 1});
-  at::Tensor base = logpi_.clone();
-  if (informative) {
-    lp = lp - log_abstain_.unsqueeze(1);
-    base = base + log_abstain_.sum(0);
-  }
-  lp = lp.contiguous();
-  base = base.contiguous();
   const auto f64 = logp_.options();
   at::Tensor post = at::empty({want_posterior ? N : 0, K}, f64);
   const Layout lay(K, D, want_counts);
-  const Pass ps{K, D, lp.data_ptr<double>(), base.data_ptr<double>(), lay, want_counts,
+  const Pass ps{K, D, ev.lp.data_ptr<double>(), ev.base.data_ptr<double>(), lay, want_counts,
                 want_posterior ? post.data_ptr<double>() : nullptr};
   std::vector<double> tot;
   DEEM_DISPATCH_LABELS(labels.scalar_type(), name, [&] {

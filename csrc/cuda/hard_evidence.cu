@@ -25,6 +25,7 @@
 //    one thread owns nll -- looping over the tile's rows in order (labels re-read,
 //    coalesced across i, from global/L1). Owners never collide, so the shared
 //    accumulation needs no atomics and each statistic is summed in row order.
+#include "common/evidence.h"
 #include "cuda/stats.cuh"
 
 namespace deem {
@@ -147,37 +148,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> hard_evidence_pass(
   check_device(name, "logp", logp_, labels_);
   check_device(name, "logpi", logpi_, labels_);
   check_device(name, "log_abstain", log_abstain_, labels_);
-  // Shape and dtype checks: the CPU kernel's, with its messages.
-  TORCH_CHECK(labels_.dim() == 2 && is_label_dtype(labels_.scalar_type()), name,
-              ": labels must be a 2-D integer tensor (N, D), got ", labels_.sizes(), " ", labels_.scalar_type());
-  const int64_t N = labels_.size(0), D = labels_.size(1);
-  TORCH_CHECK(logp_.dim() == 3 && logp_.size(0) == logp_.size(1) && logp_.size(2) == D && logp_.size(0) >= 1, name,
-              ": logp must have shape (K, K, D) with D = ", D, ", got ", logp_.sizes());
-  const int64_t K = logp_.size(0);
-  TORCH_CHECK(logpi_.dim() == 1 && logpi_.size(0) == K, name, ": logpi must have shape (", K, "), got ",
-              logpi_.sizes());
-  const bool informative = log_abstain_.dim() == 2 && log_abstain_.size(0) > 0;
-  TORCH_CHECK(log_abstain_.dim() == 2 && log_abstain_.size(1) == K && (!informative || log_abstain_.size(0) == D),
-              name, ": log_abstain must have shape (", D, ", ", K, ") or (0, ", K, "), got ", log_abstain_.sizes());
-  TORCH_CHECK(logp_.scalar_type() == at::kDouble && logpi_.scalar_type() == at::kDouble &&
-                  log_abstain_.scalar_type() == at::kDouble,
-              name, ": logp, logpi and log_abstain must be float64");
+  const c10::cuda::CUDAGuard guard(labels_.device());
+  // Shape and dtype checks (the CPU kernel's, common/evidence.h) and the folded parameters.
+  const EvidenceArgs ev = evidence_args(name, labels_, logp_, logpi_, log_abstain_);
+  const int64_t N = ev.N, D = ev.D, K = ev.K;
   // 32-bit index arithmetic in the kernel: D*K*K (lp, counts) and D*K (owner tasks), row counts.
   TORCH_CHECK(N < (int64_t(1) << 31) && D < (int64_t(1) << 24) && K <= (int64_t(1) << 20) &&
                   D * K * K < (int64_t(1) << 31),
               name, ": labels of shape ", labels_.sizes(), " with K = ", K, " are too large for the CUDA kernel");
 
-  const c10::cuda::CUDAGuard guard(labels_.device());
   const at::Tensor labels = labels_.contiguous();
-  // lp[i, l, m] = logp[l, m, i] - a[i, m]; base = logpi + sum_i a[i, :]  (tiny: made once per call, on the stream)
-  at::Tensor lp = logp_.permute({2, 0, 1});
-  at::Tensor base = logpi_;
-  if (informative) {
-    lp = lp - log_abstain_.unsqueeze(1);
-    base = base + log_abstain_.sum(0);
-  }
-  lp = lp.contiguous();
-  base = base.contiguous();
+  const at::Tensor &lp = ev.lp, &base = ev.base;
   const auto f64 = logp_.options();
   at::Tensor post = at::empty({want_posterior ? N : 0, K}, f64);
   const int64_t DKK = want_counts ? D * K * K : 0;
