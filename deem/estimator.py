@@ -15,6 +15,7 @@ from .alignment import hungarian_map, majority_vote
 from .long_format import learn_coding, pivot
 from .preprocessing import ACTIVATIONS, PREPROCESSING_INITS, Preprocessor, initialize_preprocessor, layer_widths
 from .rbm import INIT_METHODS, RBM, initialize
+from .anchor import check_anchor
 from .missingness import check_missing
 from .one_unit import fit_one_unit, present_per_voter
 from .soft_evidence import posterior_soft_evidence, train_soft_evidence
@@ -73,6 +74,7 @@ class DEEM(BaseEstimator):
         preprocessing_jitter: float = 0.0,
         verbose: bool = False,
         missing: str = "auto",
+        anchor: str = "auto",
     ):
         self.n_classes = n_classes
         self.hidden_dim = hidden_dim
@@ -103,6 +105,7 @@ class DEEM(BaseEstimator):
         self.preprocessing_jitter = preprocessing_jitter
         self.verbose = verbose
         self.missing = missing
+        self.anchor = anchor
 
     # ------------------------------------------------------------------ fit
     def fit(self, predictions, labels=None, verbose: Optional[bool] = None):
@@ -167,11 +170,13 @@ class DEEM(BaseEstimator):
         self.variational_prior_ = None
         self.missing_ = "ignorable"
         self.missing_log_bayes_factor_ = None
+        self.anchor_ = "none"
         if solver in ("bayes", "exact"):
-            result = fit_one_unit(all_rows, solver, self.missing, float(hp["prior_strength"]), device)
+            result = fit_one_unit(all_rows, solver, self.missing, float(hp["prior_strength"]), device, self.anchor)
             rbm, self.history_ = result.rbm, result.history
             self.variational_prior_ = result.prior
             self.missing_, self.missing_log_bayes_factor_ = result.missing, result.log_bayes_factor
+            self.anchor_ = result.anchor
             self.n_dropped_rows_ = result.n_dropped_rows
             if result.missing == "informative":
                 data = all_rows  # every row was fitted: an all-abstain row is evidence
@@ -212,7 +217,8 @@ class DEEM(BaseEstimator):
     def _report_one_unit(self, solver: str, hp: dict, result, soft: bool) -> None:
         if solver == "bayes":
             prior = " ".join(f"{k}={v:.3g}" for k, v in result.prior.items())
-            line = (f"DEEM fit (variational Bayes, learned prior {prior}): "
+            learned = "learned prior" if result.anchor == "none" else "prior at its start"
+            line = (f"DEEM fit (variational Bayes, {learned} {prior}): "
                     f"negative evidence lower bound per row {self.history_[-1]:.4f}")
         else:
             line = (f"DEEM fit (exact EM{' of the virtual-evidence model' if soft else ''}, "
@@ -223,7 +229,9 @@ class DEEM(BaseEstimator):
                    f"{result.log_bayes_factor:+.1f} (positive: an abstention is evidence)")
         else:
             why = f"missing labels fitted as {result.missing}"
-        print(f"{line}\n{why}", file=sys.stderr)
+        stop = ("anchor='majority': the voters' parameters estimated once from the majority vote (no EM iteration)"
+                if result.anchor == "majority" else "anchor='none': iterated to convergence")
+        print(f"{line}\n{why}\n{stop}", file=sys.stderr)
 
     def _effective_hyperparameters(self, data: LabelData, verbose: bool) -> dict:
         """The values ``fit`` uses: the constructor's, with predictions filled in under ``auto_hyperparameters``.
@@ -468,6 +476,7 @@ class DEEM(BaseEstimator):
             "n_dropped_rows_": self.n_dropped_rows_, "solver_": self.solver_, "init_method_": self.init_method_,
             "posterior_": self.posterior_, "variational_prior_": self.variational_prior_,
             "missing_": self.missing_, "missing_log_bayes_factor_": self.missing_log_bayes_factor_,
+            "anchor_": self.anchor_,
             "coverage_": [float(c) for c in self.coverage_],
             "class_map_": None if self.class_map_ is None else [int(x) for x in self.class_map_],
             "hidden_dim": self.model_.n_hidden,
@@ -512,6 +521,7 @@ class DEEM(BaseEstimator):
         self.variational_prior_ = fitted.get("variational_prior_")
         self.missing_ = fitted.get("missing_", "ignorable")
         self.missing_log_bayes_factor_ = fitted.get("missing_log_bayes_factor_")
+        self.anchor_ = fitted.get("anchor_", "none")  # files of deem < 0.5: always converged
         self.coverage_ = np.asarray(fitted.get("coverage_", [np.nan] * fitted["n_classifiers_"]), dtype=np.float64)
         self.posterior_ = fitted.get("posterior_", "virtual_evidence" if (
             fitted["solver_"] == "exact" and fitted["soft_labels_"]) else "rbm")
@@ -550,6 +560,7 @@ class DEEM(BaseEstimator):
         if not (float(self.prior_strength) >= 0):
             raise ValueError(f"prior_strength must be >= 0; got {self.prior_strength!r}")
         check_missing(self.missing)
+        check_anchor(self.anchor)
         if self.scheduler not in SCHEDULERS:
             raise ValueError(f"scheduler must be one of {SCHEDULERS}; got {self.scheduler!r}")
         self._check_preprocessing()

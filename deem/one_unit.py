@@ -13,6 +13,7 @@ from typing import List, Optional
 import torch
 
 from ._validation import LabelData, present_rows
+from .anchor import decide_anchor
 from .missingness import presence_log_bayes_factor
 from .rbm import RBM
 from .soft_evidence import train_soft_evidence
@@ -26,6 +27,7 @@ class OneUnitResult:
     history: List[float]
     prior: Optional[dict]        # what solver='bayes' learned
     missing: str                 # 'ignorable' or 'informative'
+    anchor: str                  # 'majority' (one update from the majority vote) or 'none' (converged)
     n_dropped_rows: int          # rows left out of the fit (no label, ignorable model)
     log_bayes_factor: Optional[float]  # the presence test's verdict under missing='auto' (None otherwise)
 
@@ -49,20 +51,23 @@ def decide_missing(data: LabelData, missing: str):
     return ("informative" if factor > 0 else "ignorable"), factor
 
 
-def fit_one_unit(data: LabelData, solver: str, missing: str, prior_strength: float, device) -> OneUnitResult:
+def fit_one_unit(data: LabelData, solver: str, missing: str, prior_strength: float, device,
+                 anchor: str = "auto") -> OneUnitResult:
     """Fit ``solver`` ('exact' or 'bayes'; soft labels: 'exact', the virtual-evidence EM) under ``missing``
-    ('auto', 'ignorable', 'informative')."""
+    ('auto', 'ignorable', 'informative'), stopping where ``anchor`` says (:mod:`deem.anchor`)."""
     kind, factor = decide_missing(data, missing)
     informative = kind == "informative"
+    stop = decide_anchor(anchor, kind)
+    steps = {} if stop == "none" else {"max_iter": 0}
     keep = present_rows(data)
     rbm = RBM(data.n_classifiers, data.n_classes, 1, device=device)
     if data.soft:  # rows with no column at all enter the informative fit in closed form
         n_empty = int((~keep).sum())
-        history = train_soft_evidence(rbm, data.select(keep), prior_strength, informative, n_empty)
-        return OneUnitResult(rbm, history, None, kind, 0 if informative else n_empty, factor)
+        history = train_soft_evidence(rbm, data.select(keep), prior_strength, informative, n_empty, **steps)
+        return OneUnitResult(rbm, history, None, kind, stop, 0 if informative else n_empty, factor)
     rows = data if informative else data.select(keep)
     if solver == "bayes":
-        fit = train_variational(rbm, rows, informative=informative)
+        fit = train_variational(rbm, rows, informative=informative, **steps)
     else:
-        fit = train_exact(rbm, rows, prior_strength, informative=informative)
-    return OneUnitResult(rbm, fit.history, fit.prior, kind, 0 if informative else int((~keep).sum()), factor)
+        fit = train_exact(rbm, rows, prior_strength, informative=informative, **steps)
+    return OneUnitResult(rbm, fit.history, fit.prior, kind, stop, 0 if informative else int((~keep).sum()), factor)

@@ -160,8 +160,8 @@ def _fit(values: torch.Tensor, prior_strength: float, max_iter: int, tol: float,
     prior_strength = float(prior_strength)
     if not prior_strength >= 0:
         raise ValueError(f"prior_strength must be >= 0; got {prior_strength}")
-    if int(max_iter) < 1:
-        raise ValueError(f"max_iter must be >= 1; got {max_iter}")
+    if int(max_iter) < 0:
+        raise ValueError(f"max_iter must be >= 0 (0: the M-step at the start, no EM iteration); got {max_iter}")
     n, k, d = values.shape
     seen = torch.zeros(d, dtype=torch.bool, device=values.device)
     for start in range(0, n, _chunk_rows(k, d)):
@@ -240,7 +240,8 @@ def posterior_soft_evidence(values: torch.Tensor, logp: torch.Tensor, logpi: tor
         return _e_pass(values, logp, logpi, want_counts=False, want_posterior=True)[4]
 
 
-def train_soft_evidence(rbm, data, prior_strength: float, informative: bool = False, n_empty: int = 0) -> list[float]:
+def train_soft_evidence(rbm, data, prior_strength: float, informative: bool = False, n_empty: int = 0,
+                        max_iter: int = 1000) -> list[float]:
     """``solver='exact'`` on soft labels: fit by :func:`fit_soft_evidence`, store it in ``rbm``.
 
     ``W[..., 0] = log P``, ``b_v = 0``, ``b_h[0] = log pi`` (``RBM.set_one_unit``; under
@@ -249,10 +250,11 @@ def train_soft_evidence(rbm, data, prior_strength: float, informative: bool = Fa
     labels, so ``confusion_`` and ``skill_`` read the same way; predictions on soft
     labels go through :func:`posterior_soft_evidence` (on one-hot rows the two posteriors agree).
     ``n_empty``: rows, left out of ``data``, where every classifier abstained (informative only).
+    ``max_iter=0``: the parameters anchored at the majority vote (the M-step at the start, no EM iteration).
     """
     if rbm.n_hidden != 1:
         raise ValueError("solver='exact' needs hidden_dim=1 (the likelihood is exact for one hidden unit)")
-    logp, logpi, history = _fit(data.values, prior_strength, 1000, 1e-8, informative, n_empty)
+    logp, logpi, history = _fit(data.values, prior_strength, max_iter, 1e-8, informative, n_empty)
     if informative:
         rbm.set_one_unit(logp[:-1], logpi, logp[-1].t())
     else:

@@ -301,8 +301,9 @@ def train_exact(rbm: RBM, data: LabelData, prior_strength: float, max_iter: int 
     EM runs under SQUAREM (:mod:`deem.squarem`): same fixed points, several
     times fewer passes where plain EM crawls. It stops when one EM step moves
     no probability by ``tol`` (checked every 5 SQUAREM cycles) or after
-    ``max_iter`` EM steps. The history is the mean negative log-likelihood at each
-    check of the winning run; on return the RBM holds the fit (``RBM.set_one_unit``).
+    ``max_iter`` EM steps; ``max_iter=0`` keeps the M-step at each start (the
+    parameters anchored at the majority vote, :mod:`deem.anchor`). The history is the
+    mean negative log-likelihood at each check of the winning run; on return the RBM holds the fit (``RBM.set_one_unit``).
     """
     if rbm.n_hidden != 1:
         raise ValueError("solver='exact' needs hidden_dim=1 (the likelihood is exact for one hidden unit)")

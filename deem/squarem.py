@@ -47,11 +47,15 @@ def squarem(em_step: EMStep, theta: Params, normalize: Callable[[Params], Params
     ``distance(a, b)`` measures one EM step for the stopping test (default: the
     largest absolute change of any parameter, right for probabilities).
     ``max_iter`` bounds the number of EM-map evaluations (each SQUAREM cycle
-    costs three). Returns ``(theta, history, objective, evaluations)``: ``history``
+    costs three); ``max_iter=0`` leaves ``theta`` where it is and only evaluates the
+    objective there (one evaluation). Returns ``(theta, history, objective, evaluations)``: ``history``
     is the mean negative log-likelihood at the start of every checked cycle and at
     the end, ``objective`` the objective at the returned ``theta``.
     """
     distance = distance or _probability_change
+    if max_iter == 0:
+        _, f_start, nll_start = em_step(theta, True)
+        return theta, [float(nll_start)], float(f_start), 1
     history: List[float] = []
     evaluations = 0
     step_max = 1.0

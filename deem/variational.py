@@ -122,8 +122,9 @@ def train_variational(rbm: RBM, data: LabelData, max_iter: int = 1000, tol: floa
     Two starts, the soft and the hard majority vote; the one with the higher
     evidence lower bound wins. The iteration runs under SQUAREM (the bound is
     its objective); it stops when one iteration moves no posterior-mean
-    probability by ``tol`` (checked every 5 cycles) or after ``max_iter`` iterations.
-    ``learn=False`` keeps the prior at its start. With ``informative=True`` every
+    probability by ``tol`` (checked every 5 cycles) or after ``max_iter`` iterations;
+    ``max_iter=0`` keeps the posterior of the confusions at each start under the prior's
+    start values (anchored at the majority vote, :mod:`deem.anchor`). ``learn=False`` keeps the prior at its start. With ``informative=True`` every
     voter also has a rate of voting per class, ``f_im ~ Beta(vote, abstain)`` with its
     own two numbers learned by empirical Bayes (:mod:`deem.missingness`); the label
     given a vote keeps the Dirichlet prior above, so its pseudo-counts weigh against
