@@ -1,7 +1,8 @@
 """Why the default scores what it scores on the sets where it falls short: the evidence behind README's claims.
 
     OMP_NUM_THREADS=1 python benchmarks/missingness_study.py [--datasets-dir ../shared/datasets]
-        [--ws-dir ../shared/weak_supervision] [--parts presence,web,census] [--json out.json]
+        [--ws-dir ../shared/weak_supervision] [--parts presence,web,census,anchor,presence-priors]
+        [--json out.json]
 
 - ``presence``: the log Bayes factor of class-dependent presence that ``missing='auto'`` reads
   (``deem.missingness.presence_log_bayes_factor``) on every crowd and labeling-function set, and
@@ -13,6 +14,13 @@
 - ``census``: the informative model fitted with the gold labels (supervised naive Bayes: is the model
   family able to separate the classes?), EM started from those parameters (does the likelihood keep
   them?), and what the unsupervised fit's hidden classes track (votes per row).
+- ``anchor``: where the fit stops (``deem/anchor.py``): on every crowd and labeling-function set, the
+  default and each of ``anchor='majority'`` / ``'none'`` under each ``missing`` choice.
+- ``presence-priors``: the presence test under its uniform Beta(1, 1) group priors (what ``'auto'``
+  reads) against a hierarchical prior, the group rates ``Beta(kappa * p, kappa * (1 - p))`` around the
+  voter's own rate ``p ~ U(0, 1)`` (integrated on a logit grid), for ``kappa`` in 0.5, 1, 2, 5, on the
+  eight crowds (where ``'ignorable'`` is right) and the 75 labeling-function sets of
+  ``benchmarks/weak_supervision.py`` (where ``'informative'`` is): wrong calls per prior.
 """
 from __future__ import annotations
 
@@ -30,6 +38,7 @@ sys.path.insert(0, REPO)
 sys.path.insert(0, HERE)
 
 from accuracy import load_dataset, to_wide  # noqa: E402
+from scipy.special import betaln, logsumexp  # noqa: E402
 
 from deem import DEEM, ops  # noqa: E402
 from deem._validation import check_labels  # noqa: E402
@@ -162,6 +171,88 @@ def census(args):
     return out
 
 
+def anchor(args):
+    rows = []
+    settings = {"default": {}, "ignorable-majority": {"missing": "ignorable", "anchor": "majority"},
+                "ignorable-none": {"missing": "ignorable", "anchor": "none"},
+                "informative-majority": {"missing": "informative", "anchor": "majority"},
+                "informative-none": {"missing": "informative", "anchor": "none"}}
+    for name in CROWDS + WS:
+        if name in CROWDS:
+            X, y, mask, k = crowd_matrix(os.path.join(args.datasets_dir, name))
+        else:
+            X, y, k = load_ws(os.path.join(args.ws_dir, name))
+            mask = (X >= 0).any(1)
+        row = {"set": name}
+        for label, params in settings.items():
+            row[label] = acc(DEEM(n_classes=k, random_state=0, **params).fit(X).predict(X), y, mask)
+        rows.append(row)
+        print(name + ": " + ", ".join(f"{m} {row[m]:.4f}" for m in settings), flush=True)
+    return rows
+
+
+def _presence_groups(values: np.ndarray, k: int):
+    """Per voter that answers on some rows but not all: rows per group and answers per group ``(D', K + 1)``,
+    the groups being the other voters' majority vote (``k``: none of them voted), as in
+    ``deem.missingness.presence_log_bayes_factor``; and the number of rows."""
+    x = torch.as_tensor(values).long()
+    n, d = x.shape
+    present = x >= 0
+    row, col = present.nonzero(as_tuple=True)
+    lab = x[row, col]
+    votes = torch.zeros(n, k, dtype=torch.int64)
+    votes.index_put_((row, lab), torch.ones_like(lab), accumulate=True)
+    group = torch.where(votes.sum(1) > 0, votes.argmax(1), torch.full((n,), k))
+    others = votes[row].clone()
+    others[torch.arange(len(row)), lab] -= 1
+    loo = torch.where(others.sum(1) > 0, others.argmax(1), torch.full_like(lab, k))
+    ones = torch.ones_like(loo, dtype=torch.float64)
+    hits = torch.zeros(d, k + 1, dtype=torch.float64).index_put_((col, loo), ones, accumulate=True)
+    in_mv = torch.zeros(d, k + 1, dtype=torch.float64).index_put_((col, group[row]), ones, accumulate=True)
+    size = torch.bincount(group, minlength=k + 1).double().unsqueeze(0) - in_mv + hits
+    total = present.sum(0)
+    keep = (total > 0) & (total < n)
+    return size[keep].numpy(), hits[keep].numpy(), n
+
+
+_LOGIT = np.linspace(-18.0, 18.0, 361)
+_P = 1.0 / (1.0 + np.exp(-_LOGIT))
+_LOG_WEIGHT = np.log(_P * (1.0 - _P) * (_LOGIT[1] - _LOGIT[0]))  # U(0, 1) on p, on the logit grid
+
+
+def _hierarchical_log_bayes_factor(size, hits, n, kappa):
+    a, b = kappa * _P[None, :, None], kappa * (1.0 - _P[None, :, None])
+    h, m = hits[:, None, :], size[:, None, :]
+    per_p = np.where(m > 0, betaln(h + a, m - h + b) - betaln(a, b), 0.0).sum(2)  # (D', grid)
+    grouped = logsumexp(per_p + _LOG_WEIGHT[None, :], axis=1)
+    total = hits.sum(1)
+    return float((grouped - betaln(1.0 + total, 1.0 + n - total)).sum())
+
+
+def presence_priors(args):
+    import weak_supervision as ws
+
+    kappas = (0.5, 1.0, 2.0, 5.0)
+    sets = [(name, "crowd", crowd_matrix(os.path.join(args.datasets_dir, name))[0],
+             crowd_matrix(os.path.join(args.datasets_dir, name))[3]) for name in CROWDS]
+    sets += [(name, "labeling functions", *load_ws(os.path.join(args.ws_dir, name))[::2]) for name in WS]
+    for entry in ws.synthetic_grid():
+        L, _, k = ws.make_synthetic(entry)
+        sets.append((entry["name"], "labeling functions", L, k))
+    rows, wrong = [], {"uniform": 0, **{f"kappa={kp:g}": 0 for kp in kappas}}
+    for name, kind, X, k in sets:
+        size, hits, n = _presence_groups(X, k)
+        row = {"set": name, "kind": kind, "uniform": presence_log_bayes_factor(torch.as_tensor(X), k)}
+        for kp in kappas:
+            row[f"kappa={kp:g}"] = _hierarchical_log_bayes_factor(size, hits, n, kp)
+        for prior in wrong:
+            wrong[prior] += int((row[prior] > 0) != (kind == "labeling functions"))
+        rows.append(row)
+        print(f"{name} ({kind}): " + ", ".join(f"{p} {row[p]:+.1f}" for p in wrong), flush=True)
+    print("wrong calls: " + ", ".join(f"{p} {c}" for p, c in wrong.items()), flush=True)
+    return {"sets": rows, "wrong_calls": wrong}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--datasets-dir", default=os.path.join(REPO, "..", "shared", "datasets"))
@@ -169,7 +260,8 @@ def main(argv=None) -> int:
     ap.add_argument("--parts", default="presence,web,census")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
-    parts = {"presence": presence, "web": web, "census": census}
+    parts = {"presence": presence, "web": web, "census": census, "anchor": anchor,
+             "presence-priors": presence_priors}
     results = {}
     for part in args.parts.split(","):
         if part not in parts:
