@@ -46,6 +46,11 @@ TORCH_LIBRARY(deem, m) {
   // labels). Returns (expected counts (K, K, D) of the present labels or (0, K, D), class mass (K,),
   // summed NLL -sum_n logsumexp(s), posterior softmax(s) (N, K) or (0, K)).
   m.def("hard_evidence_pass(Tensor labels, Tensor logp, Tensor logpi, Tensor log_abstain, bool want_counts, bool want_posterior) -> (Tensor, Tensor, Tensor, Tensor)");
+  // hard_evidence_pass on labels stored sparse (common/csr.h): by item (row_ptr (N + 1), voter (L),
+  // label (L)) for the posteriors, and by voter (col_ptr (D + 1), col_row (L), col_label (L)) for the
+  // expected counts ((0)-shaped when want_counts is false). Same outputs as hard_evidence_pass; a call
+  // costs O(labels * K + N * K + D * K * K).
+  m.def("csr_evidence_pass(Tensor row_ptr, Tensor voter, Tensor label, Tensor col_ptr, Tensor col_row, Tensor col_label, Tensor logp, Tensor logpi, Tensor log_abstain, bool want_counts, bool want_posterior) -> (Tensor, Tensor, Tensor, Tensor)");
   // Exact log Z of the complete-data model (sum over the K^H hidden configurations).
   m.def("log_partition(Tensor W, Tensor b_v, Tensor b_h) -> Tensor");
 }

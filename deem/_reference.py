@@ -528,3 +528,53 @@ def hard_evidence_pass(labels, logp, logpi, log_abstain, want_counts=True, want_
             counts.view(d * k, k).index_add_(0, col * k + x[row, col], q[row])
     counts = counts.permute(1, 2, 0).contiguous() if want_counts else torch.empty(0, k, d, dtype=f64, device=dev)
     return counts, mass, nll, post
+
+
+def csr_evidence_pass(row_ptr, voter, label, col_ptr, col_row, col_label, logp, logpi, log_abstain,
+                      want_counts=True, want_posterior=False):
+    """``hard_evidence_pass`` on labels stored sparse (the op's schema in csrc/ops.cpp), float64.
+
+    Reads the by-item view (``row_ptr`` (N + 1), ``voter`` (L), ``label`` (L)) only; the by-voter view
+    (``col_ptr``, ``col_row``, ``col_label``), which the kernels read for the counts, is shape-checked.
+    """
+    name = "csr_evidence_pass"
+    for what, t in (("row_ptr", row_ptr), ("voter", voter)):
+        if t.dim() != 1 or t.dtype != torch.int64:
+            raise RuntimeError(f"{name}: {what} must be a 1-D int64 tensor, got {tuple(t.shape)} {t.dtype}")
+    if label.dim() != 1 or label.dtype not in _LABEL_DTYPES or label.shape[0] != voter.shape[0]:
+        raise RuntimeError(f"{name}: label must be a 1-D integer tensor as long as voter")
+    if row_ptr.shape[0] < 1:
+        raise RuntimeError(f"{name}: row_ptr must hold N + 1 >= 1 offsets")
+    if logp.dim() != 3 or logp.shape[0] != logp.shape[1]:
+        raise RuntimeError(f"{name}: logp must have shape (K, K, D), got {tuple(logp.shape)}")
+    k, d = logp.shape[0], logp.shape[2]
+    informative = log_abstain.shape[0] > 0
+    if logpi.shape != (k,) or log_abstain.dim() != 2 or log_abstain.shape[1] != k or (
+            informative and log_abstain.shape[0] != d):
+        raise RuntimeError(f"{name}: logpi must have shape ({k},) and log_abstain ({d}, {k}) or (0, {k})")
+    if any(t.dtype != torch.float64 for t in (logp, logpi, log_abstain)):
+        raise RuntimeError(f"{name}: logp, logpi and log_abstain must be float64")
+    if want_counts and (col_ptr.shape != (d + 1,) or col_row.shape != voter.shape or col_label.shape != voter.shape):
+        raise RuntimeError(f"{name}: the by-voter view must hold D + 1 = {d + 1} offsets and the same labels")
+    n, n_labels = row_ptr.shape[0] - 1, voter.shape[0]
+    lengths = row_ptr[1:] - row_ptr[:-1]
+    if int(row_ptr[0]) != 0 or int(row_ptr[-1]) != n_labels or bool((lengths < 0).any()):
+        raise RuntimeError(f"{name}: row_ptr must rise from 0 to the number of labels {n_labels}")
+    if n_labels and (int(voter.min()) < 0 or int(voter.max()) >= d or int(label.min()) < 0 or int(label.max()) >= k):
+        raise RuntimeError(f"{name}: voter must be in [0, {d}) and label in [0, {k})")
+    dev, f64 = logp.device, torch.float64
+    base = logpi + (log_abstain.sum(dim=0) if informative else 0.0)
+    lp = logp.permute(2, 0, 1)  # (D, K_l, K_m)
+    if informative:
+        lp = lp - log_abstain.unsqueeze(1)
+    item = torch.repeat_interleave(torch.arange(n, device=dev), lengths)
+    lab = label.long()
+    scores = base.expand(n, k).clone().index_add_(0, item, lp[voter, lab])  # (N, K_m)
+    lse = torch.logsumexp(scores, dim=1) if n else scores.new_zeros(0)
+    q = (scores - lse.unsqueeze(1)).exp()
+    counts = torch.empty(0, k, d, dtype=f64, device=dev)
+    if want_counts:
+        flat = torch.zeros(d * k, k, dtype=f64, device=dev).index_add_(0, voter * k + lab, q[item])
+        counts = flat.view(d, k, k).permute(1, 2, 0).contiguous()
+    post = q if want_posterior else torch.empty(0, k, dtype=f64, device=dev)
+    return counts, q.sum(dim=0), -lse.sum(), post

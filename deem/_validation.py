@@ -39,6 +39,20 @@ class LabelData:
         return LabelData(self.values[rows], self.soft, self.n_classes)
 
 
+def is_sparse(data) -> bool:
+    """Whether ``data`` holds its labels sparse (:class:`deem.sparse.SparseLabels`)."""
+    return hasattr(data, "row_ptr")
+
+
+def evidence_pass(data, logp, logpi, log_abstain=None, want_counts=True, want_posterior=False):
+    """The one-unit model's E-step on hard labels in either layout: (counts, class mass, NLL, posterior)."""
+    from . import ops
+
+    if is_sparse(data):
+        return data.evidence_pass(logp, logpi, log_abstain, want_counts, want_posterior)
+    return ops.hard_evidence_pass(data.values, logp, logpi, log_abstain, want_counts, want_posterior)
+
+
 def label_dtype(n_classes: int) -> torch.dtype:
     """The smallest signed integer type holding 0..n_classes-1 and -1."""
     if n_classes <= 127:
@@ -78,9 +92,15 @@ def check_labels(
     n_classifiers: Optional[int] = None,
     name: str = "predictions",
 ) -> LabelData:
-    """Validate hard ``(N, D)`` or soft ``(N, K, D)`` labels; infer ``n_classes`` if not given."""
+    """Validate hard ``(N, D)`` or soft ``(N, K, D)`` labels; infer ``n_classes`` if not given.
+
+    Hard labels stored sparse -- a :class:`deem.sparse.SparseLabels`, or a ``scipy.sparse`` matrix
+    holding label + 1 (0 = missing) -- come back as a ``SparseLabels``, never densified.
+    """
     if X is None:
         raise ValueError(f"{name} is None")
+    if is_sparse(X) or _is_scipy_sparse(X):
+        return _check_sparse(X, n_classes, n_classifiers, name)
     t = _as_tensor(X)
     if t.dtype == torch.bool:
         raise TypeError(f"{name} must hold integer class labels or probabilities, not booleans")
@@ -101,6 +121,37 @@ def check_labels(
             f"{name} has {data.n_classifiers} classifiers (columns) but the model was fitted on {n_classifiers}"
         )
     return data
+
+
+def _is_scipy_sparse(X) -> bool:
+    try:
+        import scipy.sparse as sp
+    except ImportError:  # pragma: no cover - scipy is a dependency
+        return False
+    return sp.issparse(X)
+
+
+def _check_sparse(X, n_classes, n_classifiers, name):
+    from .sparse import SparseLabels
+
+    if n_classes is not None:
+        n_classes = _check_n_classes(n_classes)
+    if not is_sparse(X):
+        X = SparseLabels.from_scipy(X, n_classes=n_classes)
+    if X.n_labels == 0:
+        raise ValueError(f"{name} holds no label: nothing to learn from")
+    if n_classes is not None and X.n_classes != n_classes:
+        if X.n_classes > n_classes and int(X.label.max()) >= n_classes:
+            raise ValueError(f"{name} contains the label {int(X.label.max())}, but n_classes={n_classes} allows "
+                             f"only 0..{n_classes - 1}")
+        X = SparseLabels(X.row_ptr, X.voter, X.label.to(label_dtype(n_classes)), X.col_ptr, X.col_row,
+                         X.col_label.to(label_dtype(n_classes)), n_classes)
+    elif X.n_classes < 2:
+        X = SparseLabels(X.row_ptr, X.voter, X.label, X.col_ptr, X.col_row, X.col_label, 2)
+    if n_classifiers is not None and X.n_classifiers != n_classifiers:
+        raise ValueError(f"{name} has {X.n_classifiers} classifiers (columns) but the model was fitted on "
+                         f"{n_classifiers}")
+    return X
 
 
 def _check_n_classes(n_classes) -> int:
@@ -164,6 +215,8 @@ def _check_soft(t: torch.Tensor, n_classes: Optional[int], name: str) -> LabelDa
 
 def present_rows(data: LabelData) -> torch.Tensor:
     """Boolean mask of the rows with at least one label (soft: at least one non-zero column)."""
+    if is_sparse(data):
+        return data.labels_per_row() > 0
     if data.soft:
         return (data.values.sum(dim=1) > 0).any(dim=1)
     return (data.values >= 0).any(dim=1)

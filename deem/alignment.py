@@ -5,7 +5,7 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from ._validation import LabelData
+from ._validation import LabelData, is_sparse
 
 # Rows per chunk when counting votes, so memory stays bounded at millions of rows.
 _CHUNK = 1 << 16
@@ -13,6 +13,10 @@ _CHUNK = 1 << 16
 
 def vote_counts(data: LabelData) -> torch.Tensor:
     """``(N, K)`` float votes per class: counts of hard labels, sums of soft ones."""
+    if is_sparse(data):
+        item, _, lab = data.triples()
+        out = torch.zeros(data.n_rows, data.n_classes, dtype=torch.float32, device=data.device)
+        return out.index_put_((item, lab), torch.ones_like(item, dtype=torch.float32), accumulate=True)
     values, k = data.values, data.n_classes
     if data.soft:
         return values.sum(dim=2)
@@ -37,6 +41,15 @@ def agreement_with(data: LabelData, reference: torch.Tensor) -> torch.Tensor:
     A missing entry is neither a vote nor a disagreement; a classifier that gave
     no label on the rows where ``reference`` is defined gets 0.
     """
+    if is_sparse(data):
+        item, voter, lab = data.triples()
+        ref = reference.to(data.device).long()[item]
+        valid = ref >= 0
+        d = data.n_classifiers
+        given = torch.zeros(d, dtype=torch.float64, device=data.device).index_add_(
+            0, voter[valid], torch.ones_like(voter[valid], dtype=torch.float64))
+        agree = torch.zeros_like(given).index_add_(0, voter[valid], (lab[valid] == ref[valid]).double())
+        return torch.where(given > 0, agree / given.clamp(min=1), torch.zeros_like(agree)).to(torch.float32)
     ref = reference.to(data.values.device)
     valid = ref >= 0
     if data.soft:
@@ -65,6 +78,11 @@ def confusion_counts(data: LabelData, posterior: torch.Tensor) -> torch.Tensor:
     their probabilities. No one-hot tensor of the labels is built.
     """
     k, d = data.n_classes, data.n_classifiers
+    if is_sparse(data):
+        item, voter, lab = data.triples()
+        q = posterior.to(data.device, torch.float64)
+        out = torch.zeros(d * k, k, dtype=torch.float64, device=q.device).index_add_(0, voter * k + lab, q[item])
+        return out.view(d, k, k)
     q = posterior.to(data.values.device, torch.float64)
     out = torch.zeros(d * k, k, dtype=torch.float64, device=q.device)
     cols = torch.arange(d, device=q.device)

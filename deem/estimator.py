@@ -10,9 +10,9 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from . import persistence
-from ._validation import LabelData, check_labels, check_true_labels, present_rows
+from ._validation import LabelData, check_labels, check_true_labels, is_sparse, present_rows
 from .alignment import hungarian_map, majority_vote
-from .long_format import learn_coding, pivot
+from .long_format import learn_coding, to_sparse
 from .preprocessing import ACTIVATIONS, PREPROCESSING_INITS, Preprocessor, initialize_preprocessor, layer_widths
 from .rbm import INIT_METHODS, RBM, initialize
 from .anchor import check_anchor
@@ -31,6 +31,10 @@ PREDICTABLE = (
 STRUCTURAL = ("solver", "use_preprocessing")
 # Rows of the transformed data the RBM's initialization reads when preprocessing.
 _INIT_ROWS = 1 << 16
+# Under layout='auto', dense hard labels with fewer present entries than this share are stored sparse
+# for the one-unit solvers: below it the sparse pass reads less than the dense scan of every cell.
+SPARSE_BELOW = 1.0 / 16
+LAYOUTS = ("auto", "dense", "sparse")
 # Rows per predict call into the kernels: bounds the (rows, H, K) probability buffer.
 _PREDICT_CHUNK = 1 << 20
 
@@ -75,6 +79,7 @@ class DEEM(BaseEstimator):
         verbose: bool = False,
         missing: str = "auto",
         anchor: str = "auto",
+        layout: str = "auto",
     ):
         self.n_classes = n_classes
         self.hidden_dim = hidden_dim
@@ -106,6 +111,7 @@ class DEEM(BaseEstimator):
         self.verbose = verbose
         self.missing = missing
         self.anchor = anchor
+        self.layout = layout
 
     # ------------------------------------------------------------------ fit
     def fit(self, predictions, labels=None, verbose: Optional[bool] = None):
@@ -121,7 +127,8 @@ class DEEM(BaseEstimator):
         self._check_hyperparameters()
         verbose = self.verbose if verbose is None else bool(verbose)
         device = self._resolve_device()
-        data = check_labels(predictions, n_classes=self.n_classes).to(device)
+        data = self._arrange(check_labels(predictions, n_classes=self.n_classes)).to(device)
+        self.layout_ = "sparse" if is_sparse(data) else "dense"
         all_rows = data
         keep = present_rows(data)
         self.n_dropped_rows_ = int((~keep).sum())
@@ -381,9 +388,13 @@ class DEEM(BaseEstimator):
         """
         check_is_fitted(self, "model_")
         data = check_labels(predictions, n_classes=self.n_classes_, n_classifiers=self.n_classifiers_)
+        if is_sparse(data) and (self.model_.n_hidden != 1 or getattr(self, "preprocessor_", None) is not None):
+            data = LabelData(data.to_dense(), False, data.n_classes)  # read dense (see _arrange)
         probs = self._raw_probs(data)
         if align_to is not None:
             ref = check_labels(align_to, n_classes=self.n_classes_, n_classifiers=self.n_classifiers_)
+            if is_sparse(ref) and (self.model_.n_hidden != 1 or getattr(self, "preprocessor_", None) is not None):
+                ref = LabelData(ref.to_dense(), False, ref.n_classes)
             self.class_map_ = self._alignment_against(ref.to(self.device_))
         aligned = self._apply_map(probs)
         labels = aligned.argmax(dim=1)
@@ -435,11 +446,11 @@ class DEEM(BaseEstimator):
         ``0..K-1`` for integer labels, else the sorted distinct labels).
         """
         workers, classes = learn_coding(df, worker, label, self.n_classes)
-        wide = pivot(df, task, worker, label, workers, classes)
+        coded = to_sparse(df, task, worker, label, workers, classes)  # never a dense tasks x workers matrix
         fitted_n_classes = self.n_classes
         try:
             self.n_classes = len(classes)
-            self.fit(wide.matrix, verbose=verbose)
+            self.fit(coded.labels, verbose=verbose)
         finally:
             self.n_classes = fitted_n_classes
         self.workers_ = workers
@@ -450,21 +461,49 @@ class DEEM(BaseEstimator):
         """Consensus per task as a pandas Series indexed by task (name ``label``), in the fitted label coding."""
         import pandas as pd
 
-        wide = self._pivot_long(df, task, worker, label)
-        pred = self.predict(wide.matrix)
+        coded = self._code_long(df, task, worker, label)
+        pred = self.predict(coded.labels)
         return pd.Series(np.asarray(self.classes_, dtype=object)[pred] if self.classes_.dtype == object
-                         else self.classes_[pred], index=wide.tasks, name=label)
+                         else self.classes_[pred], index=coded.tasks, name=label)
 
     def predict_proba_long(self, df, task: str = "task", worker: str = "worker", label: str = "label"):
         """Consensus probabilities per task: a DataFrame indexed by task, one column per class."""
         import pandas as pd
 
-        wide = self._pivot_long(df, task, worker, label)
-        return pd.DataFrame(self.predict_proba(wide.matrix), index=wide.tasks, columns=list(self.classes_))
+        coded = self._code_long(df, task, worker, label)
+        return pd.DataFrame(self.predict_proba(coded.labels), index=coded.tasks, columns=list(self.classes_))
 
-    def _pivot_long(self, df, task, worker, label):
+    def _code_long(self, df, task, worker, label):
         check_is_fitted(self, "workers_")
-        return pivot(df, task, worker, label, self.workers_, self.classes_)
+        return to_sparse(df, task, worker, label, self.workers_, self.classes_)
+
+    def _arrange(self, data):
+        """The labels in the layout the fit reads (``layout``; see README, "Labels stored sparse").
+
+        Only the one-hidden-unit solvers (``exact``, ``bayes``) read labels stored sparse; the samplers,
+        preprocessing layers and the hyperparameter predictor read them dense. Under ``'auto'`` dense hard
+        labels go sparse when fewer than ``SPARSE_BELOW`` of their entries are present.
+        """
+        if data.soft:
+            if self.layout == "sparse":
+                raise ValueError("layout='sparse' holds hard labels; soft labels stay dense")
+            return data
+        one_unit = (self.hidden_dim == 1 and not self.use_preprocessing and not self.auto_hyperparameters
+                    and self.solver in ("auto", "exact", "bayes"))
+        if self.layout == "sparse" and not one_unit:
+            raise ValueError("layout='sparse' is read by the one-hidden-unit solvers ('exact', 'bayes'); "
+                             f"solver={self.solver!r}, hidden_dim={self.hidden_dim}, use_preprocessing="
+                             f"{self.use_preprocessing}, auto_hyperparameters={self.auto_hyperparameters!r} "
+                             "need the dense layout")
+        if is_sparse(data):
+            return data if one_unit and self.layout != "dense" else LabelData(data.to_dense(), False,
+                                                                              data.n_classes)
+        present = float((data.values >= 0).double().mean())
+        if self.layout == "sparse" or (self.layout == "auto" and one_unit and present < SPARSE_BELOW):
+            from .sparse import SparseLabels
+
+            return SparseLabels.from_dense(data.values, n_classes=data.n_classes, device=data.values.device)
+        return data
 
     # ---------------------------------------------------------- persistence
     def save(self, path) -> None:
@@ -476,7 +515,7 @@ class DEEM(BaseEstimator):
             "n_dropped_rows_": self.n_dropped_rows_, "solver_": self.solver_, "init_method_": self.init_method_,
             "posterior_": self.posterior_, "variational_prior_": self.variational_prior_,
             "missing_": self.missing_, "missing_log_bayes_factor_": self.missing_log_bayes_factor_,
-            "anchor_": self.anchor_,
+            "anchor_": self.anchor_, "layout_": self.layout_,
             "coverage_": [float(c) for c in self.coverage_],
             "class_map_": None if self.class_map_ is None else [int(x) for x in self.class_map_],
             "hidden_dim": self.model_.n_hidden,
@@ -522,6 +561,7 @@ class DEEM(BaseEstimator):
         self.missing_ = fitted.get("missing_", "ignorable")
         self.missing_log_bayes_factor_ = fitted.get("missing_log_bayes_factor_")
         self.anchor_ = fitted.get("anchor_", "none")  # files of deem < 0.5: always converged
+        self.layout_ = fitted.get("layout_", "dense")
         self.coverage_ = np.asarray(fitted.get("coverage_", [np.nan] * fitted["n_classifiers_"]), dtype=np.float64)
         self.posterior_ = fitted.get("posterior_", "virtual_evidence" if (
             fitted["solver_"] == "exact" and fitted["soft_labels_"]) else "rbm")
@@ -561,6 +601,10 @@ class DEEM(BaseEstimator):
             raise ValueError(f"prior_strength must be >= 0; got {self.prior_strength!r}")
         check_missing(self.missing)
         check_anchor(self.anchor)
+        if not isinstance(self.layout, str) or self.layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS} ('sparse': labels stored as (item, voter, label) "
+                             f"triples, memory O(labels); 'auto': sparse when under {SPARSE_BELOW:.4g} of the "
+                             f"entries are present); got {self.layout!r}")
         if self.scheduler not in SCHEDULERS:
             raise ValueError(f"scheduler must be one of {SCHEDULERS}; got {self.scheduler!r}")
         self._check_preprocessing()

@@ -1,7 +1,8 @@
 """Long-format (``task, worker, label``) input, the layout crowdsourcing tools use.
 
-One row per label that one worker gave one task. It is pivoted into the dense
-``(tasks, workers)`` matrix with ``-1`` where a worker gave no label.
+One row per label that one worker gave one task. It becomes labels stored sparse
+(:class:`deem.sparse.SparseLabels`, memory O(labels)); ``pivot`` still builds the dense
+``(tasks, workers)`` matrix with ``-1`` where a worker gave no label, for small data and tests.
 """
 from __future__ import annotations
 
@@ -53,8 +54,32 @@ def learn_coding(df, worker: str, label: str, n_classes: Optional[int]):
     return workers, classes
 
 
+@dataclass
+class Coded:
+    labels: "object"  # deem.sparse.SparseLabels: one row per task, one voter per worker
+    tasks: "object"   # pandas Index of task ids, one per row
+
+
+def to_sparse(df, task: str, worker: str, label: str, workers: np.ndarray, classes: np.ndarray) -> Coded:
+    """``df`` as labels stored sparse, in the given worker order and label coding (no dense matrix)."""
+    from .sparse import SparseLabels
+
+    task_codes, tasks, cols, codes = _codes(df, task, worker, label, workers, classes)
+    labels = SparseLabels._build(task_codes, cols, codes, len(tasks), len(workers), len(classes), None,
+                                 presorted=False)
+    return Coded(labels=labels, tasks=tasks)
+
+
 def pivot(df, task: str, worker: str, label: str, workers: np.ndarray, classes: np.ndarray) -> Pivot:
     """Dense matrix of ``df`` in the given worker order and label coding."""
+    task_codes, tasks, cols, codes = _codes(df, task, worker, label, workers, classes)
+    matrix = np.full((len(tasks), len(workers)), -1, dtype=np.int32)
+    matrix[task_codes, cols] = codes
+    return Pivot(matrix=matrix, tasks=tasks)
+
+
+def _codes(df, task, worker, label, workers, classes):
+    """``(task codes, task Index, worker codes, label codes)`` of ``df``, validated."""
     pd = _require_frame(df, [task, worker, label])
     dup = df.duplicated(subset=[task, worker], keep=False)
     if dup.any():
@@ -80,9 +105,8 @@ def pivot(df, task: str, worker: str, label: str, workers: np.ndarray, classes: 
         task_codes, tasks = pd.factorize(df[task], sort=True)
     except TypeError:  # task ids of mixed, unorderable types
         task_codes, tasks = pd.factorize(df[task], sort=False)
-    matrix = np.full((len(tasks), len(workers)), -1, dtype=np.int32)
-    matrix[task_codes, cols] = codes
-    return Pivot(matrix=matrix, tasks=pd.Index(tasks, name=task))
+    return (np.asarray(task_codes, dtype=np.int64), pd.Index(tasks, name=task), np.asarray(cols, dtype=np.int64),
+            np.asarray(codes, dtype=np.int64))
 
 
 def _sort_key(x):

@@ -25,7 +25,6 @@
 """
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import torch
@@ -53,31 +52,37 @@ def abstention_counts(counts: torch.Tensor, mass: torch.Tensor) -> torch.Tensor:
 def presence_log_bayes_factor(values: torch.Tensor, n_classes: int) -> float:
     """Log Bayes factor of "a voter's presence depends on the class" against "it does not" (see the module).
 
-    ``values`` ``(N, D)`` hard labels, ``-1`` missing. Positive: the data favour informative missingness.
+    ``values`` ``(N, D)`` hard labels, ``-1`` missing, or a :class:`deem.sparse.SparseLabels`.
+    Positive: the data favour informative missingness.
     """
-    x = values.long()
-    n, d = x.shape
     k = n_classes
-    present = x >= 0
-    row, col = present.nonzero(as_tuple=True)
-    lab = x[row, col]
-    votes = torch.zeros(n, k, dtype=torch.int64, device=x.device)
+    if hasattr(values, "row_ptr"):  # stored sparse: the triples as they are
+        n, d = values.n_rows, values.n_classifiers
+        row, col, lab = values.triples()
+        x_device = values.device
+    else:
+        x = values.long()
+        n, d = x.shape
+        row, col = (x >= 0).nonzero(as_tuple=True)
+        lab = x[row, col]
+        x_device = x.device
+    votes = torch.zeros(n, k, dtype=torch.int64, device=x_device)
     votes.index_put_((row, lab), torch.ones_like(lab), accumulate=True)
     # group of a row for a voter absent from it: the row's majority vote (k: no vote at all)
-    group = torch.where(votes.sum(dim=1) > 0, votes.argmax(dim=1), torch.full((n,), k, device=x.device))
+    group = torch.where(votes.sum(dim=1) > 0, votes.argmax(dim=1), torch.full((n,), k, device=x_device))
     # group of a row for a voter present on it: the majority vote of the others
     others = votes[row].clone()
-    others[torch.arange(len(row), device=x.device), lab] -= 1
+    others[torch.arange(len(row), device=x_device), lab] -= 1
     loo = torch.where(others.sum(dim=1) > 0, others.argmax(dim=1), torch.full_like(lab, k))
     g1 = k + 1
     rows_per_group = torch.bincount(group, minlength=g1).double()  # (G,)
-    present_in = torch.zeros(d, g1, dtype=torch.float64, device=x.device)  # present rows by the others' vote
+    present_in = torch.zeros(d, g1, dtype=torch.float64, device=x_device)  # present rows by the others' vote
     present_in.index_put_((col, loo), torch.ones_like(loo, dtype=torch.float64), accumulate=True)
-    present_mv = torch.zeros(d, g1, dtype=torch.float64, device=x.device)  # present rows by the full vote
+    present_mv = torch.zeros(d, g1, dtype=torch.float64, device=x_device)  # present rows by the full vote
     present_mv.index_put_((col, group[row]), torch.ones_like(loo, dtype=torch.float64), accumulate=True)
     size = rows_per_group.unsqueeze(0) - present_mv + present_in  # (D, G): rows in each group, per voter
     hits = present_in
-    total = present.sum(dim=0).double()
+    total = torch.bincount(col, minlength=d).double()
     keep = (total > 0) & (total < n)
     size, hits, total = (t.cpu().numpy() for t in (size[keep], hits[keep], total[keep]))
     grouped = np.where(size > 0, betaln(1.0 + hits, 1.0 + size - hits), 0.0).sum()

@@ -12,7 +12,7 @@ from typing import List, Optional
 
 import torch
 
-from ._validation import LabelData, present_rows
+from ._validation import LabelData, is_sparse, present_rows
 from .anchor import decide_anchor
 from .missingness import presence_log_bayes_factor
 from .rbm import RBM
@@ -34,6 +34,8 @@ class OneUnitResult:
 
 def present_per_voter(data: LabelData) -> torch.Tensor:
     """``(D,)`` rows on which each voter gave a label (soft: a column with mass)."""
+    if is_sparse(data):
+        return data.labels_per_voter()
     present = data.values.sum(dim=1) > 0 if data.soft else data.values >= 0
     return present.sum(dim=0)
 
@@ -44,10 +46,15 @@ def decide_missing(data: LabelData, missing: str):
         return missing, None
     if not bool((present_per_voter(data) < data.n_rows).any()):
         return "ignorable", None  # nothing is missing
+    if is_sparse(data):
+        return _verdict(presence_log_bayes_factor(data, data.n_classes))
     values = data.values
     if data.soft:  # an all-zero column is the missing entry; the test reads each column's argmax
         values = torch.where(values.sum(dim=1) > 0, values.argmax(dim=1), torch.full_like(values[:, 0], -1).long())
-    factor = presence_log_bayes_factor(values, data.n_classes)
+    return _verdict(presence_log_bayes_factor(values, data.n_classes))
+
+
+def _verdict(factor: float):
     return ("informative" if factor > 0 else "ignorable"), factor
 
 
@@ -60,7 +67,7 @@ def fit_one_unit(data: LabelData, solver: str, missing: str, prior_strength: flo
     stop = decide_anchor(anchor, kind)
     steps = {} if stop == "none" else {"max_iter": 0}
     keep = present_rows(data)
-    rbm = RBM(data.n_classifiers, data.n_classes, 1, device=device)
+    rbm = RBM(data.n_classifiers, data.n_classes, 1, device=device, dtype=torch.float64)  # the fit is float64
     if data.soft:  # rows with no column at all enter the informative fit in closed form
         n_empty = int((~keep).sum())
         history = train_soft_evidence(rbm, data.select(keep), prior_strength, informative, n_empty, **steps)

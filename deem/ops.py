@@ -25,7 +25,7 @@ __all__ = [
     "hidden_logits", "hidden_probs", "hidden_logits_soft", "hidden_probs_soft",
     "energy", "free_energy", "free_energy_soft", "free_energy_backward", "free_energy_soft_backward",
     "cd_grad", "cd_grad_soft", "gwg_steps", "dlp_steps", "log_partition", "soft_evidence_pass",
-    "hard_evidence_pass",
+    "hard_evidence_pass", "csr_evidence_pass",
 ]
 
 try:
@@ -211,6 +211,23 @@ def hard_evidence_pass(labels, logp, logpi, log_abstain=None, want_counts=True, 
     return reference.hard_evidence_pass(labels, logp, logpi, log_abstain, bool(want_counts), bool(want_posterior))
 
 
+def csr_evidence_pass(row_ptr, voter, label, col_ptr, col_row, col_label, logp, logpi, log_abstain=None,
+                      want_counts=True, want_posterior=False):
+    """``hard_evidence_pass`` on labels stored sparse: (counts, class mass, NLL, posterior).
+
+    By item: ``row_ptr`` (N + 1) int64, ``voter`` (L) int64, ``label`` (L) integers; by voter (read for
+    the counts only): ``col_ptr`` (D + 1), ``col_row`` (L), ``col_label`` (L). :class:`deem.sparse.SparseLabels`
+    holds both views. ``log_abstain`` as for ``hard_evidence_pass``.
+    """
+    if log_abstain is None:
+        log_abstain = logp.new_empty((0, logp.shape[1]))
+    args = (row_ptr, voter, label, col_ptr, col_row, col_label, logp, logpi, log_abstain, bool(want_counts),
+            bool(want_posterior))
+    if _ext("csr_evidence_pass", voter):
+        return torch.ops.deem.csr_evidence_pass(*args)
+    return reference.csr_evidence_pass(*args)
+
+
 # ----------------------------------------------------------------------------- registrations
 
 def _register() -> None:
@@ -286,6 +303,13 @@ def _register() -> None:
         f64 = torch.float64
         return (labels.new_empty((k if want_counts else 0, k, d), dtype=f64), labels.new_empty((k,), dtype=f64),
                 labels.new_empty((), dtype=f64), labels.new_empty((n if want_posterior else 0, k), dtype=f64))
+
+    @torch.library.register_fake(lib + "csr_evidence_pass")
+    def _(row_ptr, voter, label, col_ptr, col_row, col_label, logp, logpi, log_abstain, want_counts, want_posterior):
+        n, k, d = row_ptr.shape[0] - 1, logp.shape[0], logp.shape[2]
+        f64 = torch.float64
+        return (logp.new_empty((k if want_counts else 0, k, d), dtype=f64), logp.new_empty((k,), dtype=f64),
+                logp.new_empty((), dtype=f64), logp.new_empty((n if want_posterior else 0, k), dtype=f64))
 
     @torch.library.register_fake(lib + "log_partition")
     def _(W, b_v, b_h):

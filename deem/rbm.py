@@ -83,7 +83,13 @@ class RBM(nn.Module):
         return torch.log_softmax(b, dim=0)
 
     def hidden_probs(self, data: LabelData) -> torch.Tensor:
-        """``(N, H, K)`` p(h | v)."""
+        """``(N, H, K)`` p(h | v); labels stored sparse go through the one-unit E-step op (H = 1)."""
+        if hasattr(data, "row_ptr"):
+            if self.n_hidden != 1:
+                raise ValueError("labels stored sparse are scored by one-hidden-unit models; densify them "
+                                 "(SparseLabels.to_dense) for hidden_dim > 1")
+            post = data.evidence_pass(self.W[..., 0].double(), self.b_h[0].double(), None, False, True)[3]
+            return post.to(self.W.dtype).unsqueeze(1)
         fn = ops.hidden_probs_soft if data.soft else ops.hidden_probs
         return fn(data.values, self.W, self.b_h)
 

@@ -8,13 +8,12 @@ from typing import Callable, List, Optional
 import torch
 
 from . import ops
-from ._validation import LabelData
+from ._validation import LabelData, evidence_pass
 from .alignment import confusion_counts, vote_counts
 from .preprocessing import Preprocessor
 from .rbm import RBM
 from .samplers import PersistentChains
 from .squarem import squarem
-from .missingness import abstention_counts
 
 
 SCHEDULERS = ("constant", "cosine", "exponential")
@@ -330,7 +329,7 @@ def train_exact(rbm: RBM, data: LabelData, prior_strength: float, max_iter: int 
             out = ops.free_energy_soft_backward(minus_one, values, *args)
             return out[-3][..., 0], out[-1][0], ops.free_energy_soft(values, *args).sum()
         logp, log_abstain = split(logp_ext)
-        counts, mass, nll, _ = ops.hard_evidence_pass(data.values, logp, logpi, log_abstain, True, False)
+        counts, mass, nll, _ = evidence_pass(data, logp, logpi, log_abstain, True, False)
         return counts, mass, nll
 
     m_step = map_m_step_informative if informative else map_m_step

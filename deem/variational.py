@@ -26,15 +26,13 @@ pass of ``free_energy``). On return the RBM holds ``W = E[log P]``, ``b_v = 0``,
 from __future__ import annotations
 
 import math
-from typing import List, Tuple
 
 import numpy as np
 import torch
 from scipy.optimize import minimize
 from scipy.special import digamma, gammaln
 
-from . import ops
-from ._validation import LabelData
+from ._validation import LabelData, evidence_pass
 from .alignment import confusion_counts
 from .rbm import RBM
 from .missingness import abstention_counts
@@ -171,7 +169,7 @@ def train_variational(rbm: RBM, data: LabelData, max_iter: int = 1000, tol: floa
                 learn_rate_prior(*(float(x) for x in _expected_log(rates, dim=0).sum(dim=(1, 2))), d * k,
                                  params[2:]) if informative else ())
         elog_p, elog_abstain = expected_logs(post, rates)
-        counts, mass, nll, _ = ops.hard_evidence_pass(data.values, elog_p, elog_pi, elog_abstain, True, False)
+        counts, mass, nll, _ = evidence_pass(data, elog_p, elog_pi, elog_abstain, True, False)
         new_theta = (counts, mass, torch.tensor([math.log(x) for x in params], dtype=torch.float64, device=dev))
         if not need_objective:
             return new_theta, None, None

@@ -20,11 +20,9 @@ struct EvidenceArgs {
   at::Tensor base;  // (K,) float64, contiguous
 };
 
-inline EvidenceArgs evidence_args(const char* name, const at::Tensor& labels, const at::Tensor& logp,
-                                  const at::Tensor& logpi, const at::Tensor& log_abstain) {
-  TORCH_CHECK(labels.dim() == 2 && is_label_dtype(labels.scalar_type()), name,
-              ": labels must be a 2-D integer tensor (N, D), got ", labels.sizes(), " ", labels.scalar_type());
-  const int64_t N = labels.size(0), D = labels.size(1);
+// The parameters' checks and folding for D voters (any label layout): returns {N = -1, D, K, lp, base}.
+inline EvidenceArgs evidence_params(const char* name, int64_t D, const at::Tensor& logp, const at::Tensor& logpi,
+                                    const at::Tensor& log_abstain) {
   TORCH_CHECK(logp.dim() == 3 && logp.size(0) == logp.size(1) && logp.size(2) == D && logp.size(0) >= 1, name,
               ": logp must have shape (K, K, D) with D = ", D, ", got ", logp.sizes());
   const int64_t K = logp.size(0);
@@ -42,7 +40,16 @@ inline EvidenceArgs evidence_args(const char* name, const at::Tensor& labels, co
     lp = lp - log_abstain.unsqueeze(1);
     base = base + log_abstain.sum(0);
   }
-  return {N, D, K, lp.contiguous(), base.contiguous()};
+  return {-1, D, K, lp.contiguous(), base.contiguous()};
+}
+
+inline EvidenceArgs evidence_args(const char* name, const at::Tensor& labels, const at::Tensor& logp,
+                                  const at::Tensor& logpi, const at::Tensor& log_abstain) {
+  TORCH_CHECK(labels.dim() == 2 && is_label_dtype(labels.scalar_type()), name,
+              ": labels must be a 2-D integer tensor (N, D), got ", labels.sizes(), " ", labels.scalar_type());
+  EvidenceArgs ev = evidence_params(name, labels.size(1), logp, logpi, log_abstain);
+  ev.N = labels.size(0);
+  return ev;
 }
 
 }  // namespace deem

@@ -44,6 +44,19 @@ std::vector<double> chunked_reduce(int64_t R, int64_t size, const Fn& fn) {
   return total;
 }
 
+// First row of each of chunked_reduce's groups for R rows, plus R: group g holds rows
+// [starts[g], starts[g + 1]). A reduction that must reproduce chunked_reduce's sums bit for bit
+// (the sparse pass's per-voter counts) adds within these groups in row order, then the
+// groups in order.
+inline std::vector<int64_t> chunked_group_starts(int64_t R) {
+  const int64_t nchunks = (R + kChunk - 1) / kChunk;
+  const int64_t groups = std::max<int64_t>(std::min(nchunks, kMaxPartials), 1);
+  std::vector<int64_t> starts(static_cast<size_t>(groups + 1));
+  for (int64_t g = 0; g < groups; ++g) starts[g] = std::min(R, (g * nchunks / groups) * kChunk);
+  starts[groups] = R;
+  return starts;
+}
+
 // Per-thread scratch for one row.
 template <typename T>
 struct RowScratch {

@@ -1,0 +1,214 @@
+"""Hard labels stored sparse: memory O(labels), whatever items x voters is.
+
+A crowd gives each task a handful of labels out of thousands of workers; a dense
+``(tasks, workers)`` matrix is almost all "missing". :class:`SparseLabels` keeps
+only the ``(item, voter, label)`` triples, in two views of the same labels:
+
+* by item (CSR): ``row_ptr`` ``(N + 1)``, ``voter`` ``(L)``, ``label`` ``(L)`` -- a row's
+  labels are ``[row_ptr[n], row_ptr[n + 1])``, voters ascending;
+* by voter (CSC): ``col_ptr`` ``(D + 1)``, ``col_row`` ``(L)``, ``col_label`` ``(L)`` --
+  what the kernels read to add each voter's expected counts without partial buffers.
+
+A missing label is an absent triple. Build one with :meth:`SparseLabels.from_triples`
+(three integer arrays, e.g. the coded columns of a long-format frame),
+:meth:`SparseLabels.from_dense` (``-1`` = missing) or :meth:`SparseLabels.from_scipy`
+(a ``scipy.sparse`` matrix whose stored value is **label + 1**: a stored 0, or no entry,
+is missing -- so label 0 survives scipy's habit of dropping explicit zeros).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+
+from ._validation import label_dtype
+
+
+@dataclass
+class SparseLabels:
+    row_ptr: torch.Tensor
+    voter: torch.Tensor
+    label: torch.Tensor
+    col_ptr: torch.Tensor
+    col_row: torch.Tensor
+    col_label: torch.Tensor
+    n_classes: int
+    soft: bool = False
+
+    # ---------------------------------------------------------------- shape
+    @property
+    def n_rows(self) -> int:
+        return int(self.row_ptr.shape[0]) - 1
+
+    @property
+    def n_classifiers(self) -> int:
+        return int(self.col_ptr.shape[0]) - 1
+
+    @property
+    def n_labels(self) -> int:
+        return int(self.voter.shape[0])
+
+    @property
+    def device(self) -> torch.device:
+        return self.voter.device
+
+    def row_of_label(self) -> torch.Tensor:
+        """``(L,)`` the item of every label in the by-item view."""
+        lengths = self.row_ptr[1:] - self.row_ptr[:-1]
+        return torch.repeat_interleave(torch.arange(self.n_rows, device=self.device), lengths)
+
+    def labels_per_row(self) -> torch.Tensor:
+        return self.row_ptr[1:] - self.row_ptr[:-1]
+
+    def labels_per_voter(self) -> torch.Tensor:
+        return self.col_ptr[1:] - self.col_ptr[:-1]
+
+    # --------------------------------------------------------- constructors
+    @classmethod
+    def from_triples(cls, items, voters, labels, n_rows: Optional[int] = None, n_voters: Optional[int] = None,
+                     n_classes: Optional[int] = None, device=None) -> "SparseLabels":
+        """From three equal-length integer arrays: item index, voter index, label (``0..K-1``).
+
+        ``n_rows`` / ``n_voters`` / ``n_classes`` default to one more than the largest index seen.
+        A repeated ``(item, voter)`` pair is an error: one voter gives one label per item.
+        """
+        items, voters, labels = (_int_array(a, name) for a, name in
+                                 ((items, "items"), (voters, "voters"), (labels, "labels")))
+        if not (items.shape == voters.shape == labels.shape):
+            raise ValueError(f"items, voters and labels must have the same length; got {items.shape[0]}, "
+                             f"{voters.shape[0]} and {labels.shape[0]}")
+        for arr, name in ((items, "items"), (voters, "voters"), (labels, "labels")):
+            if arr.size and arr.min() < 0:
+                raise ValueError(f"{name} must be non-negative (a missing label is an absent triple); "
+                                 f"got {int(arr.min())}")
+        n_rows = _count(items, n_rows, "n_rows", "items")
+        n_voters = _count(voters, n_voters, "n_voters", "voters")
+        n_classes = _count(labels, n_classes, "n_classes", "labels")
+        if n_classes < 1:
+            raise ValueError("n_classes must be at least 1 (no labels given and no n_classes)")
+        order = np.lexsort((voters, items))  # by item, voters ascending within an item
+        items, voters, labels = items[order], voters[order], labels[order]
+        if items.size > 1:
+            dup = (items[1:] == items[:-1]) & (voters[1:] == voters[:-1])
+            if dup.any():
+                j = int(np.flatnonzero(dup)[0])
+                raise ValueError(f"voter {int(voters[j])} labels item {int(items[j])} more than once; "
+                                 "give one label per (item, voter)")
+        return cls._build(items, voters, labels, n_rows, n_voters, n_classes, device)
+
+    @classmethod
+    def from_dense(cls, values, n_classes: Optional[int] = None, device=None) -> "SparseLabels":
+        """From a dense ``(N, D)`` matrix of labels, ``-1`` = missing."""
+        arr = values.cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
+        if arr.ndim != 2:
+            raise ValueError(f"a dense label matrix must be 2-D (items, voters); got shape {arr.shape}")
+        arr = _int_array(arr, "values")
+        if arr.size and arr.min() < -1:
+            raise ValueError(f"labels must be -1 (missing) or 0..K-1; got {int(arr.min())}")
+        items, voters = np.nonzero(arr >= 0)
+        return cls._build(items, voters, arr[items, voters], arr.shape[0], arr.shape[1],
+                          _count(arr[arr >= 0], n_classes, "n_classes", "labels"), device)
+
+    @classmethod
+    def from_scipy(cls, matrix, n_classes: Optional[int] = None, device=None) -> "SparseLabels":
+        """From a ``scipy.sparse`` matrix ``(N, D)`` whose stored values are **label + 1** (0 = missing)."""
+        import scipy.sparse as sp
+
+        if not sp.issparse(matrix):
+            raise TypeError(f"from_scipy expects a scipy.sparse matrix; got {type(matrix).__name__}")
+        coo = sp.coo_matrix(matrix)
+        coo.sum_duplicates()
+        values = np.asarray(coo.data)
+        if values.size and not np.issubdtype(values.dtype, np.integer):
+            if not np.all(np.isfinite(values)) or not np.all(values == np.round(values)):
+                raise ValueError("a scipy.sparse label matrix must hold whole numbers (label + 1)")
+        values = values.astype(np.int64)
+        keep = values != 0
+        if (values[keep] < 0).any():
+            raise ValueError("a scipy.sparse label matrix holds label + 1 >= 1 (0 = missing); got a negative entry")
+        return cls._build(coo.row[keep].astype(np.int64), coo.col[keep].astype(np.int64), values[keep] - 1,
+                          coo.shape[0], coo.shape[1], _count(values[keep] - 1, n_classes, "n_classes", "labels"),
+                          device, presorted=False)
+
+    @classmethod
+    def _build(cls, items, voters, labels, n_rows, n_voters, n_classes, device, presorted=True) -> "SparseLabels":
+        items, voters, labels = (np.asarray(a, dtype=np.int64) for a in (items, voters, labels))
+        if not presorted:
+            order = np.lexsort((voters, items))
+            items, voters, labels = items[order], voters[order], labels[order]
+        if labels.size and labels.max() >= n_classes:
+            raise ValueError(f"labels must be in 0..{n_classes - 1} (n_classes={n_classes}); got {int(labels.max())}")
+        row_ptr = np.zeros(n_rows + 1, dtype=np.int64)
+        np.cumsum(np.bincount(items, minlength=n_rows), out=row_ptr[1:])
+        by_voter = np.argsort(voters, kind="stable")  # within a voter: items ascending
+        col_ptr = np.zeros(n_voters + 1, dtype=np.int64)
+        np.cumsum(np.bincount(voters, minlength=n_voters), out=col_ptr[1:])
+        dt = label_dtype(n_classes)
+        t = lambda a, dtype=torch.int64: torch.as_tensor(np.ascontiguousarray(a)).to(device=device, dtype=dtype)
+        return cls(t(row_ptr), t(voters), t(labels, dt), t(col_ptr), t(items[by_voter]), t(labels[by_voter], dt),
+                   int(n_classes))
+
+    def triples(self):
+        """``(item, voter, label)`` of every label, by item (int64, int64, int64)."""
+        return self.row_of_label(), self.voter, self.label.long()
+
+    def evidence_pass(self, logp, logpi, log_abstain=None, want_counts=True, want_posterior=False):
+        """The one-unit model's E-step on these labels (``ops.csr_evidence_pass``)."""
+        from . import ops
+
+        return ops.csr_evidence_pass(self.row_ptr, self.voter, self.label, self.col_ptr, self.col_row,
+                                     self.col_label, logp, logpi, log_abstain, want_counts, want_posterior)
+
+    def density(self) -> float:
+        return self.n_labels / max(self.n_rows * self.n_classifiers, 1)
+
+    # ------------------------------------------------------------- views
+    def to_dense(self) -> torch.Tensor:
+        """``(N, D)`` labels, ``-1`` = missing (memory N x D: for tests and small data)."""
+        out = torch.full((self.n_rows, self.n_classifiers), -1, dtype=self.label.dtype, device=self.device)
+        out[self.row_of_label(), self.voter] = self.label
+        return out
+
+    def to(self, device) -> "SparseLabels":
+        return SparseLabels(*(t.to(device) for t in (self.row_ptr, self.voter, self.label, self.col_ptr,
+                                                      self.col_row, self.col_label)), self.n_classes)
+
+    def select(self, rows) -> "SparseLabels":
+        """The items ``rows`` (a slice, a boolean mask or indices), in that order, same voters."""
+        if isinstance(rows, slice):
+            rows = torch.arange(self.n_rows, device=self.device)[rows]
+        rows = torch.as_tensor(rows, device=self.device)
+        if rows.dtype == torch.bool:
+            rows = rows.nonzero().flatten()
+        rows = rows.long()
+        lengths = self.labels_per_row()[rows]
+        starts = self.row_ptr[:-1][rows]
+        offsets = torch.arange(int(lengths.sum()), device=self.device) - torch.repeat_interleave(
+            torch.cumsum(lengths, 0) - lengths, lengths)
+        pick = torch.repeat_interleave(starts, lengths) + offsets
+        new_items = torch.repeat_interleave(torch.arange(rows.shape[0], device=self.device), lengths)
+        return SparseLabels._build(new_items.cpu().numpy(), self.voter[pick].cpu().numpy(),
+                                   self.label[pick].cpu().numpy(), int(rows.shape[0]), self.n_classifiers,
+                                   self.n_classes, self.device)
+
+
+def _int_array(a, name: str) -> np.ndarray:
+    arr = a.cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+    if arr.dtype.kind == "f":
+        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
+            raise ValueError(f"{name} must be whole numbers")
+    elif arr.dtype.kind not in "iub":
+        raise TypeError(f"{name} must be integers; got dtype {arr.dtype}")
+    return arr.astype(np.int64).reshape(arr.shape)
+
+
+def _count(values: np.ndarray, given: Optional[int], name: str, what: str) -> int:
+    seen = int(values.max()) + 1 if values.size else 0
+    if given is None:
+        return seen
+    given = int(given)
+    if given < seen:
+        raise ValueError(f"{what} reach {seen - 1}, beyond {name}={given}")
+    return given

@@ -1,0 +1,107 @@
+"""Both layouts of hard labels give one consensus: DEEM(layout=...), scipy.sparse input, long format kept sparse."""
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from deem import DEEM
+from deem.datasets import dawid_skene, labeling_functions
+from deem.sparse import SparseLabels
+
+
+def crowd(seed=0, missing_rate=0.9):
+    X, y = dawid_skene(n_samples=1500, n_classifiers=40, n_classes=3, missing_rate=missing_rate, random_state=seed)
+    return X, y
+
+
+@pytest.mark.parametrize("solver", ["bayes", "exact"])
+@pytest.mark.parametrize("missing", ["ignorable", "informative"])
+def test_dense_and_sparse_layouts_give_the_same_fit(solver, missing):
+    X, _ = crowd() if missing == "ignorable" else labeling_functions(n_samples=1500, random_state=3)
+    dense = DEEM(solver=solver, missing=missing, layout="dense", random_state=0).fit(X)
+    sparse = DEEM(solver=solver, missing=missing, layout="sparse", random_state=0).fit(X)
+    assert dense.layout_ == "dense" and sparse.layout_ == "sparse"
+    np.testing.assert_allclose(sparse.predict_proba(X), dense.predict_proba(X), rtol=0, atol=1e-9)
+    np.testing.assert_array_equal(sparse.predict(X), dense.predict(X))
+    np.testing.assert_allclose(sparse.confusion_, dense.confusion_, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(sparse.abstain_rate_, dense.abstain_rate_, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(sparse.coverage_, dense.coverage_)
+    assert sparse.missing_ == dense.missing_ == missing
+    # predicting a sparse copy with the dense-fitted model, and the other way round
+    S = SparseLabels.from_dense(X)
+    np.testing.assert_allclose(dense.predict_proba(S), dense.predict_proba(X), rtol=0, atol=1e-9)
+
+
+def test_auto_decides_missingness_the_same_in_both_layouts():
+    L, _ = labeling_functions(n_samples=1200, random_state=5)
+    dense, sparse = (DEEM(layout=lay).fit(L) for lay in ("dense", "sparse"))
+    assert dense.missing_ == sparse.missing_
+    assert dense.missing_log_bayes_factor_ == pytest.approx(sparse.missing_log_bayes_factor_, rel=1e-12)
+
+
+def test_layout_auto_follows_the_share_of_present_entries():
+    sparse_crowd, _ = crowd(missing_rate=0.97)
+    dense_crowd, _ = crowd(missing_rate=0.3)
+    assert DEEM().fit(sparse_crowd).layout_ == "sparse"
+    assert DEEM().fit(dense_crowd).layout_ == "dense"
+    assert DEEM(solver="gwg", epochs=2).fit(sparse_crowd).layout_ == "dense"  # samplers read dense rows
+
+
+def test_scipy_sparse_input_holds_label_plus_one():
+    X, _ = crowd(seed=1)
+    M = sp.csr_matrix(X + 1)  # 0 = missing
+    model = DEEM(random_state=0).fit(M)
+    assert model.layout_ == "sparse"
+    np.testing.assert_allclose(model.predict_proba(M), DEEM(random_state=0, layout="dense").fit(X).predict_proba(X),
+                               rtol=0, atol=1e-9)
+
+
+def test_long_format_never_builds_a_dense_matrix(monkeypatch):
+    X, y = crowd(seed=2, missing_rate=0.8)
+    t, w = np.nonzero(X >= 0)
+    df = pd.DataFrame({"task": t, "worker": w, "label": X[t, w]})
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a dense tasks x workers matrix was built")
+
+    import deem.long_format as lf
+
+    monkeypatch.setattr(SparseLabels, "to_dense", refuse)
+    monkeypatch.setattr(lf, "pivot", refuse)
+    model = DEEM(random_state=0).fit_long(df)
+    pred = model.predict_long(df)
+    proba = model.predict_proba_long(df)
+    monkeypatch.undo()
+    reference = DEEM(random_state=0, layout="dense").fit(X)
+    np.testing.assert_array_equal(pred.sort_index().to_numpy(), reference.predict(X))
+    np.testing.assert_allclose(proba.sort_index().to_numpy(), reference.predict_proba(X), rtol=0, atol=1e-9)
+
+
+def test_samplers_read_sparse_input_dense_and_agree():
+    X, _ = crowd(seed=3, missing_rate=0.5)
+    S = SparseLabels.from_dense(X)
+    a = DEEM(solver="gwg", epochs=3, random_state=0).fit(S)
+    b = DEEM(solver="gwg", epochs=3, random_state=0).fit(X)
+    np.testing.assert_allclose(a.predict_proba(S), b.predict_proba(X), rtol=0, atol=1e-6)
+
+
+def test_bad_layout_choices_are_value_errors():
+    X, _ = crowd()
+    with pytest.raises(ValueError, match="layout must be one of"):
+        DEEM(layout="csr").fit(X)
+    with pytest.raises(ValueError, match="one-hidden-unit solvers"):
+        DEEM(layout="sparse", solver="gwg").fit(X)
+    soft = np.full((10, 3, 4), 1 / 3)
+    with pytest.raises(ValueError, match="soft labels stay dense"):
+        DEEM(layout="sparse").fit(soft)
+    with pytest.raises(ValueError, match="classifiers"):
+        DEEM().fit(X).predict(SparseLabels.from_dense(X[:, :10]))
+
+
+def test_save_load_keeps_the_layout(tmp_path):
+    X, _ = crowd(missing_rate=0.97)
+    model = DEEM(random_state=0).fit(X)
+    model.save(tmp_path / "m.deem")
+    loaded = DEEM().load(tmp_path / "m.deem")
+    assert loaded.layout_ == "sparse"
+    np.testing.assert_allclose(loaded.predict_proba(X), model.predict_proba(X), rtol=0, atol=1e-12)
