@@ -72,7 +72,7 @@ def fit_one_unit(data: LabelData, solver: str, missing: str, prior_strength: flo
         n_empty = int((~keep).sum())
         history = train_soft_evidence(rbm, data.select(keep), prior_strength, informative, n_empty, **steps)
         return OneUnitResult(rbm, history, None, kind, stop, 0 if informative else n_empty, factor)
-    rows = data if informative else data.select(keep)
+    rows = data if informative or bool(keep.all()) else data.select(keep)
     if solver == "bayes":
         fit = train_variational(rbm, rows, informative=informative, **steps)
     else:

@@ -1,0 +1,143 @@
+"""Crowds at scale: time and peak memory of ``fit_long`` + ``predict_long`` against crowd-kit's Dawid–Skene.
+
+    OMP_NUM_THREADS=1 python benchmarks/sparse_scale.py [--sizes 100000x2000,1000000x20000]
+        [--per-task 5] [--classes 3] [--methods ours,ds] [--peers-python /work/venvs/bench/bin/python]
+        [--datasets-dir ../shared/datasets] [--real adult2] [--json out.json]
+
+Each measurement runs in a fresh subprocess (``--run``), so its peak RSS (``ru_maxrss``) is its own: the
+subprocess builds the long-format frame, then runs one method on it and reports the method's wall seconds,
+the process's peak RSS and the RSS before the method ran (the frame itself), and the accuracy against
+the generator's truth (real sets: against ``truth.csv``).
+
+Synthetic crowd ``NxW``: N tasks, W workers, ``--per-task`` labels per task from distinct workers drawn
+uniformly, K classes with a Dirichlet(2) class prior; worker accuracy Beta(4, 2) (a worker names the true
+class with that probability, else a uniformly chosen other class); seed 0. Methods: ``ours`` =
+``DEEM(random_state=0).fit_long(df)`` then ``predict_long(df)``; ``ds`` = crowd-kit 1.4.2
+``DawidSkene(n_iter=100).fit_predict(df)`` in ``--peers-python``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+DEFAULT_PEERS_PY = "/work/venvs/bench/bin/python"
+
+
+def synthetic_crowd(n_tasks: int, n_workers: int, per_task: int, k: int, seed: int = 0):
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    prior = rng.dirichlet(np.full(k, 2.0))
+    truth = rng.choice(k, n_tasks, p=prior)
+    accuracy = rng.beta(4.0, 2.0, n_workers)
+    workers = rng.integers(0, n_workers, (n_tasks, per_task))
+    # distinct workers per task: redraw repeats (rare when per_task << n_workers)
+    for _ in range(20):
+        s = np.sort(workers, axis=1)
+        dup = (s[:, 1:] == s[:, :-1]).any(axis=1)
+        if not dup.any():
+            break
+        workers[dup] = rng.integers(0, n_workers, (int(dup.sum()), per_task))
+    task = np.repeat(np.arange(n_tasks), per_task)
+    worker = workers.reshape(-1)
+    y = truth[task]
+    right = rng.random(task.shape[0]) < accuracy[worker]
+    wrong = (y + rng.integers(1, k, task.shape[0])) % k
+    df = pd.DataFrame({"task": task, "worker": worker, "label": np.where(right, y, wrong)})
+    return df, pd.Series(truth, name="label")
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+def run_one(spec: dict) -> dict:
+    """In this process: build the frame, run the method, report (called with --run)."""
+    import pandas as pd
+
+    if spec["kind"] == "synthetic":
+        df, truth = synthetic_crowd(spec["n_tasks"], spec["n_workers"], spec["per_task"], spec["classes"])
+    else:
+        folder = os.path.join(spec["datasets_dir"], spec["name"])
+        df = pd.read_csv(os.path.join(folder, "answers.csv"))
+        truth = pd.read_csv(os.path.join(folder, "truth.csv")).set_index("task")["label"]
+    if spec["method"] == "ours":  # imports before the clock starts
+        sys.path.insert(0, REPO)
+        from deem import DEEM
+    else:
+        from crowdkit.aggregation import DawidSkene
+    before = _rss_mb()
+    t0 = time.perf_counter()
+    if spec["method"] == "ours":
+        model = DEEM(random_state=0).fit_long(df)
+        pred = model.predict_long(df)
+        extra = {"solver_": model.solver_, "layout_": model.layout_, "iterations": len(model.history_)}
+    else:
+        pred = DawidSkene(n_iter=100).fit_predict(df)
+        extra = {}
+    seconds = time.perf_counter() - t0
+    acc = float((pred.reindex(truth.index) == truth).mean())
+    return {"seconds": seconds, "peak_rss_mb": _rss_mb(), "rss_before_mb": before, "accuracy": acc,
+            "labels": int(len(df)), **extra}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", default="100000x2000,1000000x20000")
+    ap.add_argument("--per-task", type=int, default=5)
+    ap.add_argument("--classes", type=int, default=3)
+    ap.add_argument("--methods", default="ours,ds")
+    ap.add_argument("--peers-python", default=DEFAULT_PEERS_PY)
+    ap.add_argument("--datasets-dir", default=os.path.join(REPO, "..", "shared", "datasets"))
+    ap.add_argument("--real", default="adult2")
+    ap.add_argument("--json")
+    ap.add_argument("--run", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.run:
+        print(json.dumps(run_one(json.loads(args.run))))
+        return 0
+    specs = []
+    for size in filter(None, args.sizes.split(",")):
+        n, w = (int(x) for x in size.lower().split("x"))
+        specs.append({"kind": "synthetic", "name": f"{n}x{w}", "n_tasks": n, "n_workers": w,
+                      "per_task": args.per_task, "classes": args.classes})
+    for name in filter(None, args.real.split(",")):
+        specs.append({"kind": "real", "name": name, "datasets_dir": os.path.abspath(args.datasets_dir)})
+    results = {"meta": {"command": " ".join([os.path.basename(sys.executable)] + sys.argv),
+                        "machine": f"{platform.platform()}, {os.cpu_count()} CPUs",
+                        "threads": os.environ.get("OMP_NUM_THREADS"), "when": time.strftime("%Y-%m-%dT%H:%M:%S")},
+               "runs": []}
+    for spec in specs:
+        for method in args.methods.split(","):
+            py = sys.executable if method == "ours" else args.peers_python
+            if method != "ours" and not os.path.exists(py):
+                print(f"{spec['name']} {method}: skipped (no {py})", file=sys.stderr)
+                continue
+            run = dict(spec, method=method)
+            proc = subprocess.run([py, os.path.abspath(__file__), "--run", json.dumps(run)], capture_output=True,
+                                  text=True)
+            if proc.returncode != 0:
+                res = {"error": proc.stderr[-2000:]}
+            else:
+                res = json.loads(proc.stdout.strip().splitlines()[-1])
+            results["runs"].append({"set": spec["name"], "method": method, **res})
+            print(f"{spec['name']} {method}: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                                          for k, v in res.items() if k != "error")
+                  + (f" ERROR {res['error'][-300:]}" if "error" in res else ""), flush=True)
+            if args.json:
+                with open(args.json, "w") as f:
+                    json.dump(results, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
