@@ -45,7 +45,7 @@ from deem._validation import check_labels  # noqa: E402
 from deem.missingness import presence_log_bayes_factor  # noqa: E402
 from deem.rbm import RBM  # noqa: E402
 from deem.solvers import map_m_step_informative, train_exact  # noqa: E402
-from deem.variational import train_variational  # noqa: E402
+from deem.solvers.bayes import train_variational  # noqa: E402
 
 CROWDS = ["rte", "dog", "face", "product", "web", "ms", "sp", "adult2"]
 WS = ["youtube", "trec", "census"]
@@ -100,7 +100,7 @@ def _loglik(rbm, data):
 
 def web(args):
     import deem.solvers as solvers
-    import deem.variational as variational
+    import deem.solvers.bayes as variational
 
     X, y, mask, k = crowd_matrix(os.path.join(args.datasets_dir, "web"))
     data = check_labels(X, n_classes=k)

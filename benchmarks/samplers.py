@@ -7,7 +7,7 @@ it), and each sampler runs from them. Since the chains start in equilibrium,
 the correlation between f(x) = -F(x) at the start and after k steps is the
 lag-k autocorrelation: the lower, the better the sampler mixes. Reported per
 step and with the time per step (one kernel call for all chains), plus the
-step size DLP's adaptation (``deem.samplers``) settles on.
+step size DLP's adaptation (``deem.solvers.samplers``) settles on.
 
     python benchmarks/samplers.py [--chains 4000] [--device cpu|cuda] [--json out.json]
 

@@ -18,7 +18,7 @@ probabilities' argmax by Hungarian, never to the truth):
   (aligned to the majority vote at fit, like any user would get)
 - ``DEEM soft (gwg)``: ``DEEM(solver='gwg')`` on the soft labels (the sampler-trained RBM)
 - ``DEEM exact (hard)``: ``DEEM(solver='exact')`` (Dawid–Skene EM) on the argmax labels, -1 where missing
-- ``virtual evidence``: :func:`deem.soft_evidence.fit_soft_evidence` (prior 2)
+- ``virtual evidence``: :func:`deem.solvers.soft_evidence.fit_soft_evidence` (prior 2)
 - ``geometric pool``: the library's ``train_exact`` EM run directly on soft labels
   (posterior ∝ pi_m prod_i exp(sum_l v_il log P_i(l|m)), fractional counts), with
   the hierarchical prior (prior 2) and without it (prior 0)
@@ -61,7 +61,7 @@ from deem import DEEM
 from deem._validation import LabelData
 from deem.alignment import hungarian_map
 from deem.rbm import RBM
-from deem.soft_evidence import fit_soft_evidence, posterior_soft_evidence
+from deem.solvers.soft_evidence import fit_soft_evidence, posterior_soft_evidence
 from deem.solvers import train_exact
 
 METHODS = ["mean prob", "majority vote", "DEEM default (soft)", "DEEM soft (gwg)", "DEEM exact (hard)",

@@ -288,3 +288,25 @@ def load_predictor(model_dir: Optional[Union[str, Path]] = None) -> Predictor:
 def predict_hyperparameters(data, model_dir=None) -> Dict[str, Any]:
     """Convenience: ``load_predictor(model_dir).predict(meta_features(data))``."""
     return load_predictor(model_dir).predict(meta_features(data))
+
+
+def predictor_constraints(fixed: dict, hidden_dim: int) -> dict:
+    """The user's structural choices as the predictor reads them: it was trained on GWG runs, so a
+    sampler choice (or several hidden units) asks for its best sampler settings, which are DLP's best guess too."""
+    from . import solvers
+
+    fixed = dict(fixed)
+    chosen = fixed.get("solver")
+    if hidden_dim != 1 or (chosen not in (None, "auto") and not solvers.get_solver(chosen).one_unit
+                           and chosen != "gwg"):
+        fixed["solver"] = "gwg"
+    return fixed
+
+
+def solver_for_hidden_units(name: str, hidden_dim: int) -> str:
+    """A predicted one-unit solver becomes the sampler when the model has several hidden units."""
+    from . import solvers
+
+    if hidden_dim != 1 and name != "auto" and solvers.get_solver(name).one_unit:
+        return "gwg"
+    return name

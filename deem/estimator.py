@@ -13,15 +13,16 @@ from . import persistence
 from ._validation import LabelData, check_labels, check_true_labels, is_sparse, present_rows
 from .alignment import hungarian_map, majority_vote
 from .long_format import learn_coding, to_sparse
-from .preprocessing import ACTIVATIONS, PREPROCESSING_INITS, Preprocessor, initialize_preprocessor, layer_widths
-from .rbm import INIT_METHODS, RBM, initialize
+from .preprocessing import ACTIVATIONS, PREPROCESSING_INITS, Preprocessor
+from .rbm import RBM
+from . import solvers
 from .anchor import check_anchor
+from .autotune import predictor_constraints, solver_for_hidden_units
 from .missingness import check_missing
-from .one_unit import fit_one_unit, present_per_voter
-from .soft_evidence import posterior_soft_evidence, train_soft_evidence
-from .solvers import SCHEDULERS, TrainConfig, train_pcd
+from .solvers import INIT_METHODS, SCHEDULERS
+from .solvers.one_unit import present_per_voter
+from .solvers.soft_evidence import posterior_soft_evidence
 
-SOLVERS = ("auto", "bayes", "exact", "gwg", "dlp")
 # What auto_hyperparameters may predict (when left at their defaults).
 PREDICTABLE = (
     "solver", "epochs", "batch_size", "learning_rate", "momentum", "init_method", "scheduler",
@@ -29,8 +30,6 @@ PREDICTABLE = (
 )
 # Choices that decide which other hyperparameters matter: set by the user, they restrict the prediction.
 STRUCTURAL = ("solver", "use_preprocessing")
-# Rows of the transformed data the RBM's initialization reads when preprocessing.
-_INIT_ROWS = 1 << 16
 # Under layout='auto', dense hard labels with fewer present entries than this share are stored sparse
 # for the one-unit solvers: below it the sparse pass reads less than the dense scan of every cell.
 SPARSE_BELOW = 1.0 / 16
@@ -138,77 +137,37 @@ class DEEM(BaseEstimator):
         self.hyperparameters_ = hp
 
         host_gen, dev_gen = self._generators(device)
-        solver = hp["solver"]
-        init_method = hp["init_method"]
-        refit = False
-        if solver == "auto":
-            if self.hidden_dim == 1 and not hp["use_preprocessing"]:
-                # Hard labels: variational Bayes (its prior learned from the data); soft labels:
-                # exact EM of the virtual-evidence model.
-                solver = "exact" if data.soft else "bayes"
-            else:
-                solver = "gwg"
-            if hp["use_preprocessing"] and self.hidden_dim == 1:
-                # Layers train by gradient, jointly with the RBM: start the RBM at the exact
-                # Dawid-Skene fit of the (identity-initialized) virtual classifiers, and once the
-                # layers have learned, refit the RBM exactly to what they output.
-                init_method = "ds"
-                refit = True
-        if solver in ("exact", "bayes") and hp["use_preprocessing"]:
-            raise ValueError("preprocessing layers are trained by gradient: use solver='gwg' (or 'auto') with them")
-        if solver == "bayes" and data.soft:
-            raise ValueError("solver='bayes' takes hard labels; for soft labels use solver='exact' (or 'auto')")
-        if self.missing == "informative" and solver in ("gwg", "dlp"):
-            raise ValueError(f"missing='informative' is fitted by solver='exact' or 'bayes' (hidden_dim=1); "
-                             f"solver={solver!r} treats a missing label as ignorable")
-
-        preprocessor = None
-        visible = data
+        solver, init_method, refit = solvers.resolve(hp["solver"], self.hidden_dim, hp["use_preprocessing"],
+                                                     data.soft, hp["init_method"])
+        pre = None
         if hp["use_preprocessing"]:
-            widths = layer_widths(data.n_classifiers, hp["preprocessing_layers"], self.preprocessing_layer_widths)
-            preprocessor = Preprocessor(
-                data.n_classifiers, widths, data.n_classes, hp["preprocessing_activation"],
-                use_softmax=self.preprocessing_use_softmax, one_hot=self.preprocessing_one_hot,
-                jitter=float(self.preprocessing_jitter), device=device,
-            )
-            initialize_preprocessor(preprocessor, data, self.preprocessing_init, host_gen)
-            visible = self._transform_sample(preprocessor, data, host_gen)
-        rbm = RBM(visible.n_classifiers, data.n_classes, self.hidden_dim, device=device)
-        self.variational_prior_ = None
-        self.missing_ = "ignorable"
-        self.missing_log_bayes_factor_ = None
-        self.anchor_ = "none"
-        if solver in ("bayes", "exact"):
-            result = fit_one_unit(all_rows, solver, self.missing, float(hp["prior_strength"]), device, self.anchor)
-            rbm, self.history_ = result.rbm, result.history
-            self.variational_prior_ = result.prior
-            self.missing_, self.missing_log_bayes_factor_ = result.missing, result.log_bayes_factor
-            self.anchor_ = result.anchor
-            self.n_dropped_rows_ = result.n_dropped_rows
-            if result.missing == "informative":
-                data = all_rows  # every row was fitted: an all-abstain row is evidence
-            if verbose:
-                self._report_one_unit(solver, hp, result, data.soft)
-        else:
-            cfg = TrainConfig(
-                epochs=int(hp["epochs"]), batch_size=int(hp["batch_size"]),
-                learning_rate=float(hp["learning_rate"]), momentum=float(hp["momentum"]),
-                cd_k=int(self.cd_k), sampler_steps=int(self.sampler_steps),
-                deterministic=bool(self.deterministic), scheduler=hp["scheduler"], sampler=solver,
-            )
-            initialize(rbm, visible, init_method, self.use_weighted, host_gen, float(hp["prior_strength"]))
-            progress = _progress_bar("DEEM fit") if verbose else None
-            self.history_ = train_pcd(rbm, data, cfg, host_gen, dev_gen, progress, preprocessor)
-            if refit:
-                train_soft_evidence(rbm, self._transform_all(preprocessor, data), float(hp["prior_strength"]))
-
-        self.model_ = rbm
-        self.preprocessor_ = preprocessor
+            pre = solvers.PreprocessingSettings(
+                layers=hp["preprocessing_layers"], widths=self.preprocessing_layer_widths,
+                activation=hp["preprocessing_activation"], use_softmax=self.preprocessing_use_softmax,
+                one_hot=self.preprocessing_one_hot, jitter=float(self.preprocessing_jitter),
+                init=self.preprocessing_init)
+        settings = solvers.Settings(
+            hidden_dim=self.hidden_dim, prior_strength=float(hp["prior_strength"]), missing=self.missing,
+            anchor=self.anchor, epochs=int(hp["epochs"]), batch_size=int(hp["batch_size"]),
+            learning_rate=float(hp["learning_rate"]), momentum=float(hp["momentum"]), cd_k=int(self.cd_k),
+            sampler_steps=int(self.sampler_steps), deterministic=bool(self.deterministic),
+            scheduler=hp["scheduler"], init_method=init_method, use_weighted=bool(self.use_weighted),
+            preprocessing=pre, refit=refit, device=device, host_generator=host_gen, device_generator=dev_gen,
+            verbose=verbose)
+        impl = solvers.get_solver(solver)
+        impl.check(data, settings)
+        result = impl.fit(data, all_rows, settings)
+        for name, value in result.attributes.items():
+            setattr(self, name, value)
+        if result.fitted_all_rows:
+            data = all_rows  # every row was fitted: an all-abstain row is evidence
+        if verbose and result.report:
+            print(result.report, file=sys.stderr)
+        self.model_ = result.model
+        self.history_ = result.history
+        self.preprocessor_ = result.preprocessor
         self.solver_ = solver
-        self.init_method_ = None if solver in ("exact", "bayes") else init_method
-        # Whose posterior predicts: the virtual-evidence model's where the final fit was exact EM on
-        # soft labels (soft input, or the refit on top of preprocessing layers), else the RBM's.
-        self.posterior_ = "virtual_evidence" if (solver == "exact" and data.soft) or refit else "rbm"
+        self.posterior_ = result.posterior
         self.device_ = device
         self.n_classes_ = data.n_classes
         self.n_classifiers_ = data.n_classifiers
@@ -220,25 +179,6 @@ class DEEM(BaseEstimator):
         # so predictions come out in the input's label coding.
         self.class_map_ = self._alignment_against(data)
         return self
-
-    def _report_one_unit(self, solver: str, hp: dict, result, soft: bool) -> None:
-        if solver == "bayes":
-            prior = " ".join(f"{k}={v:.3g}" for k, v in result.prior.items())
-            learned = "learned prior" if result.anchor == "none" else "prior at its start"
-            line = (f"DEEM fit (variational Bayes, {learned} {prior}): "
-                    f"negative evidence lower bound per row {self.history_[-1]:.4f}")
-        else:
-            line = (f"DEEM fit (exact EM{' of the virtual-evidence model' if soft else ''}, "
-                    f"prior_strength={hp['prior_strength']}): "
-                    f"mean negative log-likelihood {self.history_[-1]:.4f}")
-        if result.log_bayes_factor is not None:
-            why = (f"missing='auto' chose {result.missing!r}: log Bayes factor of class-dependent presence "
-                   f"{result.log_bayes_factor:+.1f} (positive: an abstention is evidence)")
-        else:
-            why = f"missing labels fitted as {result.missing}"
-        stop = ("anchor='majority': the voters' parameters estimated once from the majority vote (no EM iteration)"
-                if result.anchor == "majority" else "anchor='none': iterated to convergence")
-        print(f"{line}\n{why}\n{stop}", file=sys.stderr)
 
     def _effective_hyperparameters(self, data: LabelData, verbose: bool) -> dict:
         """The values ``fit`` uses: the constructor's, with predictions filled in under ``auto_hyperparameters``.
@@ -258,13 +198,12 @@ class DEEM(BaseEstimator):
 
         features = meta_features(data)
         defaults = _constructor_defaults()
-        # The structural choices the user made restrict the candidates (solver='gwg' asks for the
+        # The structural choices the user made restrict the candidates (a sampler solver asks for the
         # best sampler settings, use_preprocessing=True for the best layered ones); any other value
         # the user set is simply kept.
-        fixed = {name: hp[name] for name in STRUCTURAL if not _same(getattr(self, name), defaults[name])}
-        if self.hidden_dim != 1 or fixed.get("solver") == "dlp":
-            # The predictor was trained on GWG runs; its sampler settings are DLP's best guess too.
-            fixed["solver"] = "gwg"
+        fixed = predictor_constraints(
+            {name: hp[name] for name in STRUCTURAL if not _same(getattr(self, name), defaults[name])},
+            self.hidden_dim)
         predictor = load_predictor(self.model_dir)
         index, reason = predictor.choose(features, fixed)
         predicted = {} if index is None else dict(predictor.configs[index])
@@ -273,8 +212,7 @@ class DEEM(BaseEstimator):
             if name in predicted and _same(getattr(self, name), defaults[name]):
                 hp[name] = predicted[name]
                 chosen[name] = predicted[name]
-        if self.hidden_dim != 1 and hp["solver"] in ("exact", "bayes"):
-            hp["solver"] = "gwg"
+        hp["solver"] = solver_for_hidden_units(hp["solver"], self.hidden_dim)
         self.meta_features_ = features
         self.predicted_hyperparameters_ = predicted
         if verbose:
@@ -288,26 +226,6 @@ class DEEM(BaseEstimator):
         if isinstance(auto, (bool, np.bool_)):
             return list(PREDICTABLE) if auto else []
         return list(auto)
-
-    @staticmethod
-    def _transform_all(preprocessor: Preprocessor, data: LabelData) -> LabelData:
-        """The virtual classifiers' soft labels for every row (``N * K * D_out`` floats), chunked."""
-        step = max(1, (1 << 24) // (data.n_classes * max(preprocessor.widths)))
-        preprocessor.eval()
-        with torch.no_grad():
-            parts = [preprocessor(data.select(slice(i, i + step))).values for i in range(0, data.n_rows, step)]
-        return LabelData(torch.cat(parts), True, data.n_classes)
-
-    @staticmethod
-    def _transform_sample(preprocessor: Preprocessor, data: LabelData, generator: torch.Generator) -> LabelData:
-        """The virtual classifiers' labels on (up to ``_INIT_ROWS`` random) rows, for the RBM's initialization."""
-        rows = data
-        if data.n_rows > _INIT_ROWS:
-            pick = torch.randperm(data.n_rows, generator=generator)[:_INIT_ROWS].to(data.values.device)
-            rows = data.select(pick)
-        preprocessor.eval()
-        with torch.no_grad():
-            return preprocessor(rows)
 
     # -------------------------------------------------------- reliability
     @property
@@ -489,9 +407,10 @@ class DEEM(BaseEstimator):
                 raise ValueError("layout='sparse' holds hard labels; soft labels stay dense")
             return data
         one_unit = (self.hidden_dim == 1 and not self.use_preprocessing and not self.auto_hyperparameters
-                    and self.solver in ("auto", "exact", "bayes"))
+                    and (self.solver == "auto" or solvers.get_solver(self.solver).one_unit))
         if self.layout == "sparse" and not one_unit:
-            raise ValueError("layout='sparse' is read by the one-hidden-unit solvers ('exact', 'bayes'); "
+            one_unit = sorted(name for name, solver in solvers.SOLVERS.items() if solver.one_unit)
+            raise ValueError(f"layout='sparse' is read by the one-hidden-unit solvers {one_unit}; "
                              f"solver={self.solver!r}, hidden_dim={self.hidden_dim}, use_preprocessing="
                              f"{self.use_preprocessing}, auto_hyperparameters={self.auto_hyperparameters!r} "
                              "need the dense layout")
@@ -563,8 +482,9 @@ class DEEM(BaseEstimator):
         self.anchor_ = fitted.get("anchor_", "none")  # files of deem < 0.5: always converged
         self.layout_ = fitted.get("layout_", "dense")
         self.coverage_ = np.asarray(fitted.get("coverage_", [np.nan] * fitted["n_classifiers_"]), dtype=np.float64)
+        # files of deem < 0.4 do not say; there a one-unit fit on soft labels was the virtual-evidence EM
         self.posterior_ = fitted.get("posterior_", "virtual_evidence" if (
-            fitted["solver_"] == "exact" and fitted["soft_labels_"]) else "rbm")
+            solvers.get_solver(fitted["solver_"]).one_unit and fitted["soft_labels_"]) else "rbm")
         self.device_ = device
         for name in ("n_classes_", "n_classifiers_", "history_", "soft_labels_", "n_dropped_rows_", "solver_"):
             setattr(self, name, fitted[name])
@@ -593,10 +513,10 @@ class DEEM(BaseEstimator):
             raise ValueError(f"momentum must be in [0, 1); got {self.momentum!r}")
         if self.init_method not in INIT_METHODS:
             raise ValueError(f"init_method must be one of {INIT_METHODS}; got {self.init_method!r}")
-        if self.solver not in SOLVERS:
-            raise ValueError(f"solver must be one of {SOLVERS}; got {self.solver!r}")
-        if self.solver in ("exact", "bayes") and self.hidden_dim != 1:
-            raise ValueError(f"solver={self.solver!r} needs hidden_dim=1")
+        if self.solver != "auto":
+            solver = solvers.get_solver(self.solver)  # ValueError naming the registered solvers
+            if solver.one_unit and self.hidden_dim != 1:
+                raise ValueError(f"solver={self.solver!r} needs hidden_dim=1")
         if not (float(self.prior_strength) >= 0):
             raise ValueError(f"prior_strength must be >= 0; got {self.prior_strength!r}")
         check_missing(self.missing)
@@ -739,10 +659,3 @@ def _plain(v):
     if v is None or isinstance(v, (bool, int, float, str)):
         return v
     return str(v)
-
-
-def _progress_bar(desc: str):
-    from tqdm.auto import tqdm
-
-    return lambda it: tqdm(it, desc=desc, unit="epoch")
-

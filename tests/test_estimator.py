@@ -113,7 +113,8 @@ def test_majority_vote_and_agreement_ignore_missing():
 def test_weighted_initialization_scales_by_agreement():
     X = np.array([[0, 0, 1], [1, 1, 1], [2, 2, 0], [0, 0, -1]] * 10)
     data = check_labels(X, n_classes=3)
-    from deem.rbm import RBM, initialize, MV_DIAGONAL
+    from deem.rbm import RBM
+    from deem.solvers.init import MV_DIAGONAL, initialize
 
     rbm = RBM(3, 3)
     initialize(rbm, data, "mv", True, torch.Generator().manual_seed(0))
@@ -138,7 +139,7 @@ def test_gauge_is_fixed_with_one_hidden_unit(crowd):
     X, _ = crowd
     model = small(init_method="mv", use_weighted=False, learning_rate=0.05).fit(X)
     rbm = model.model_
-    from deem.rbm import MV_DIAGONAL
+    from deem.solvers.init import MV_DIAGONAL
 
     assert torch.all(rbm.W[0, 0] == MV_DIAGONAL)
     assert torch.all(rbm.W[0, 1:] == 0) and torch.all(rbm.W[1:, 0] == 0)

@@ -10,7 +10,7 @@ from deem._validation import check_labels
 from deem.alignment import majority_vote
 from deem.datasets import dawid_skene
 from deem.preprocessing import ACTIVATIONS, Preprocessor, initialize_preprocessor
-from deem.samplers import hard_from
+from deem.solvers.samplers import hard_from
 from deem.solvers import TrainConfig, learning_rate_at
 
 X, Y = dawid_skene(n_samples=600, n_classifiers=8, n_classes=3, missing_rate=0.4, random_state=5)

@@ -182,7 +182,7 @@ def test_dlp_mixes_faster_per_step_than_gwg_on_many_dense_classifiers():
 
 
 def test_dlp_step_size_adapts_toward_the_target_acceptance():
-    from deem import samplers
+    from deem.solvers import samplers
     from deem._validation import check_labels
     from deem.rbm import RBM
 

@@ -1,4 +1,4 @@
-"""deem.soft_evidence: exact EM for soft labels under the virtual-evidence Dawid–Skene model."""
+"""deem.solvers.soft_evidence: exact EM for soft labels under the virtual-evidence Dawid–Skene model."""
 import numpy as np
 import pytest
 import torch
@@ -7,7 +7,7 @@ from scipy.special import logsumexp
 
 from deem import DEEM
 from deem.datasets import dawid_skene
-from deem.soft_evidence import fit_soft_evidence, posterior_soft_evidence
+from deem.solvers.soft_evidence import fit_soft_evidence, posterior_soft_evidence
 
 
 def one_hot_soft(X, k):
@@ -151,7 +151,7 @@ def test_rows_without_evidence_do_not_change_the_fit(synthetic):
 
 
 def test_chunked_pass_matches_one_chunk(monkeypatch, synthetic):
-    import deem.soft_evidence as se
+    import deem.solvers.soft_evidence as se
 
     V, _, _, _, logp, logpi, _ = synthetic
     V = V[:500]

@@ -1,12 +1,12 @@
-"""deem.squarem: the EM accelerator reaches plain EM's fixed point in fewer EM steps, and never loses ground."""
+"""deem.solvers.squarem: the EM accelerator reaches plain EM's fixed point in fewer EM steps, and never loses ground."""
 import numpy as np
 import pytest
 import torch
 
 from deem.datasets import dawid_skene
-from deem.soft_evidence import _e_pass, fit_soft_evidence
+from deem.solvers.soft_evidence import _e_pass, fit_soft_evidence
 from deem.solvers import EXACT_DIAGONAL_STRENGTH, log_params, map_m_step, normalize_probabilities, prior_terms
-from deem.squarem import squarem
+from deem.solvers.squarem import squarem
 
 
 def soft_crowd(seed=3):

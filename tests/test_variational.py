@@ -1,4 +1,4 @@
-"""solver='bayes': variational Bayes with an empirical-Bayes prior (deem.variational)."""
+"""solver='bayes': variational Bayes with an empirical-Bayes prior (deem.solvers.bayes)."""
 import numpy as np
 import pytest
 import torch
@@ -8,7 +8,7 @@ from deem import DEEM
 from deem._validation import check_labels
 from deem.datasets import dawid_skene
 from deem.rbm import RBM
-from deem.variational import PRIOR_START, learn_prior, train_variational
+from deem.solvers.bayes import PRIOR_START, learn_prior, train_variational
 
 
 def numpy_vb(X, k, diag, off, a_pi=1.0, iters=3000):

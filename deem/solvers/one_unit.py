@@ -12,13 +12,14 @@ from typing import List, Optional
 
 import torch
 
-from ._validation import LabelData, is_sparse, present_rows
-from .anchor import decide_anchor
-from .missingness import presence_log_bayes_factor
-from .rbm import RBM
+from .._validation import LabelData, is_sparse, present_rows
+from ..anchor import decide_anchor
+from ..missingness import presence_log_bayes_factor
+from ..rbm import RBM
 from .soft_evidence import train_soft_evidence
-from .solvers import train_exact
-from .variational import train_variational
+from .exact import train_exact
+from .base import Settings, Solver, SolverResult
+from .bayes import train_variational
 
 
 @dataclass
@@ -78,3 +79,48 @@ def fit_one_unit(data: LabelData, solver: str, missing: str, prior_strength: flo
     else:
         fit = train_exact(rbm, rows, prior_strength, informative=informative, **steps)
     return OneUnitResult(rbm, fit.history, fit.prior, kind, stop, 0 if informative else int((~keep).sum()), factor)
+
+
+class OneUnitSolver(Solver):
+    """``solver='exact'`` (MAP EM) or ``'bayes'`` (variational Bayes) of the one-hidden-unit model;
+    on soft labels ``'exact'`` is the virtual-evidence EM."""
+
+    one_unit = True
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def check(self, data, settings: Settings) -> None:
+        if settings.preprocessing is not None:
+            raise ValueError("preprocessing layers are trained by gradient: use solver='gwg' (or 'auto') with them")
+        if self.name == "bayes" and data.soft:
+            raise ValueError("solver='bayes' takes hard labels; for soft labels use solver='exact' (or 'auto')")
+
+    def fit(self, data, all_rows, settings: Settings) -> SolverResult:
+        result = fit_one_unit(all_rows, self.name, settings.missing, settings.prior_strength, settings.device,
+                              settings.anchor)
+        attributes = {"variational_prior_": result.prior, "missing_": result.missing,
+                      "missing_log_bayes_factor_": result.log_bayes_factor, "anchor_": result.anchor,
+                      "n_dropped_rows_": result.n_dropped_rows, "init_method_": None}
+        return SolverResult(result.rbm, result.history,
+                            posterior="virtual_evidence" if (self.name == "exact" and data.soft) else "rbm",
+                            fitted_all_rows=result.missing == "informative", attributes=attributes,
+                            report=self._report(result, settings, data.soft))
+
+    def _report(self, result, settings: Settings, soft: bool) -> str:
+        last = result.history[-1]
+        if self.name == "bayes":
+            prior = " ".join(f"{k}={v:.3g}" for k, v in result.prior.items())
+            learned = "learned prior" if result.anchor == "none" else "prior at its start"
+            line = f"DEEM fit (variational Bayes, {learned} {prior}): negative evidence lower bound per row {last:.4f}"
+        else:
+            line = (f"DEEM fit (exact EM{' of the virtual-evidence model' if soft else ''}, "
+                    f"prior_strength={settings.prior_strength}): mean negative log-likelihood {last:.4f}")
+        if result.log_bayes_factor is not None:
+            why = (f"missing='auto' chose {result.missing!r}: log Bayes factor of class-dependent presence "
+                   f"{result.log_bayes_factor:+.1f} (positive: an abstention is evidence)")
+        else:
+            why = f"missing labels fitted as {result.missing}"
+        stop = ("anchor='majority': the voters' parameters estimated once from the majority vote (no EM iteration)"
+                if result.anchor == "majority" else "anchor='none': iterated to convergence")
+        return f"{line}\n{why}\n{stop}"

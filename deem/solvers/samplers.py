@@ -5,9 +5,9 @@ import math
 
 import torch
 
-from . import ops
-from ._validation import LabelData, label_dtype
-from .rbm import RBM
+from .. import ops
+from .._validation import LabelData, label_dtype
+from ..rbm import RBM
 
 # Share of the chains restarted from data at each update (the rest persist).
 RESTART_FRACTION = 0.05

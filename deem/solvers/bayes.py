@@ -32,11 +32,11 @@ import torch
 from scipy.optimize import minimize
 from scipy.special import digamma, gammaln
 
-from ._validation import LabelData, evidence_pass
-from .alignment import confusion_counts
-from .rbm import RBM
-from .missingness import abstention_counts
-from .solvers import OneUnitFit, start_posteriors
+from .._validation import LabelData, evidence_pass
+from ..alignment import confusion_counts
+from ..rbm import RBM
+from ..missingness import abstention_counts
+from .exact import OneUnitFit, start_posteriors
 from .squarem import squarem
 
 # Dirichlet pseudo-count of each class in the prior of the class weights.

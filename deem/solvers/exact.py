@@ -1,155 +1,21 @@
-"""Training loops. ``gwg``/``dlp``: persistent contrastive divergence with a GWG or DLP sampler."""
+"""``solver='exact'``: the one-hidden-unit (Dawid-Skene) model's penalized likelihood maximized by EM.
+
+Also the pieces the other EM-type solvers share: the MAP M-steps and their priors' terms, the
+majority-vote starts, and ``OneUnitFit``, what a one-unit fit leaves.
+"""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Callable, List, Optional
+from typing import List, Optional
 
 import torch
 
-from . import ops
-from ._validation import LabelData, evidence_pass
-from .alignment import confusion_counts, vote_counts
-from .preprocessing import Preprocessor
-from .rbm import RBM
-from .samplers import PersistentChains
+from .. import ops
+from .._validation import LabelData, evidence_pass
+from ..alignment import confusion_counts, vote_counts
+from ..rbm import RBM
 from .squarem import squarem
 
-
-SCHEDULERS = ("constant", "cosine", "exponential")
-# The exponential schedule ends at this fraction of the initial learning rate.
-EXPONENTIAL_FINAL_FRACTION = 0.01
-# L2 pull of the preprocessing parameters back to their initial values (per
-# unit of squared distance): the free energy of the transformed data alone is
-# lowest when every virtual classifier copies the consensus, so without a pull
-# the layers would drift toward agreeing with the model rather than informing it.
-PREPROCESSING_ANCHOR = 1.0
-
-
-@dataclass
-class TrainConfig:
-    epochs: int
-    batch_size: int
-    learning_rate: float
-    momentum: float
-    cd_k: int
-    sampler_steps: int
-    deterministic: bool
-    scheduler: str = "constant"
-    sampler: str = "gwg"
-
-
-def learning_rate_at(cfg: TrainConfig, epoch: int) -> float:
-    """The learning rate of ``epoch`` (0-based) under ``cfg.scheduler``.
-
-    ``constant``; ``cosine`` from the initial rate down to 0 over the epochs
-    (half a cosine period); ``exponential``: a constant factor per epoch that
-    reaches ``EXPONENTIAL_FINAL_FRACTION`` of the initial rate at the last epoch.
-    """
-    if cfg.scheduler not in SCHEDULERS:
-        raise ValueError(f"scheduler must be one of {SCHEDULERS}; got {cfg.scheduler!r}")
-    if cfg.scheduler == "constant" or cfg.epochs <= 1:
-        return cfg.learning_rate
-    t = epoch / (cfg.epochs - 1)
-    if cfg.scheduler == "cosine":
-        return cfg.learning_rate * 0.5 * (1.0 + math.cos(math.pi * t))
-    return cfg.learning_rate * EXPONENTIAL_FINAL_FRACTION ** t
-
-
-def train_pcd(
-    rbm: RBM,
-    data: LabelData,
-    cfg: TrainConfig,
-    host_generator: torch.Generator,
-    device_generator: torch.Generator,
-    progress: Optional[Callable] = None,
-    preprocessor: Optional[Preprocessor] = None,
-) -> List[float]:
-    """Persistent CD: returns the loss (mean free energy of data minus chains) per epoch.
-
-    Each update: restart ~5% of the chains from the batch, advance all chains by
-    ``sampler_steps`` steps of ``cfg.sampler`` (GWG or DLP) in one kernel call, take the fused CD gradient
-    (with ``deterministic=False``, averaged over ``cd_k`` draws of the hidden
-    units), pin the gauge, and take an SGD step. Everything stays on the
-    data's device; the only host sync is the loss once per epoch.
-
-    With a ``preprocessor`` the RBM sees the batch through the Multinomial
-    layers (soft virtual classifiers); the layers take an SGD step on the
-    gradient of the batch's mean free energy, which flows from the fused
-    free-energy op back through them, plus a pull toward their initial values
-    (``PREPROCESSING_ANCHOR``).
-    """
-    n = data.n_rows
-    dev = data.values.device
-    seed = int(torch.randint(0, 2**62, (1,), generator=host_generator))
-    masks = rbm.gauge_masks()
-    params = [rbm.W, rbm.b_v, rbm.b_h]
-    # SGD with momentum (PyTorch's update rule, no dampening), written out: a few
-    # small tensors do not need torch.optim, whose first use costs seconds of imports.
-    velocity = [torch.zeros_like(p) for p in params]
-    pre_params = [] if preprocessor is None else list(preprocessor.parameters())
-    pre_start = [p.detach().clone() for p in pre_params]
-    pre_velocity = [torch.zeros_like(p) for p in pre_params]
-    n_steps = cfg.sampler_steps
-    hidden_draws = 1 if cfg.deterministic else cfg.cd_k
-    sampler = None
-    grad_offset = 0
-    history: List[float] = []
-    epochs = range(cfg.epochs) if progress is None else progress(range(cfg.epochs))
-    if preprocessor is not None:
-        preprocessor.train()
-    for epoch in epochs:
-        lr = learning_rate_at(cfg, epoch)
-        order = torch.randperm(n, generator=device_generator, device=dev)
-        epoch_loss = torch.zeros((), dtype=torch.float64, device=dev)
-        for start in range(0, n, cfg.batch_size):
-            batch = data.select(order[start:start + cfg.batch_size])
-            transformed = None
-            if preprocessor is not None:
-                transformed = preprocessor(batch, device_generator)
-                batch = LabelData(transformed.values.detach(), True, batch.n_classes)
-            if sampler is None:
-                sampler = PersistentChains(batch, device_generator, seed, cfg.sampler)
-            else:
-                sampler.restart_from(batch)
-            chains = sampler.step(rbm, n_steps)
-            cd_grad = ops.cd_grad_soft if batch.soft else ops.cd_grad
-            with torch.no_grad():
-                dW, db_v, db_h, loss = cd_grad(
-                    batch.values, chains, rbm.W, rbm.b_v, rbm.b_h,
-                    sample_hidden=not cfg.deterministic, seed=seed ^ 0x5DEECE66D, offset=grad_offset,
-                )
-                for draw in range(1, hidden_draws):
-                    more = cd_grad(batch.values, chains, rbm.W, rbm.b_v, rbm.b_h, sample_hidden=True,
-                                   seed=seed ^ 0x5DEECE66D, offset=grad_offset + draw)
-                    dW, db_v, db_h = dW + more[0], db_v + more[1], db_h + more[2]
-                if hidden_draws > 1:
-                    dW, db_v, db_h = dW / hidden_draws, db_v / hidden_draws, db_h / hidden_draws
-            grad_offset += hidden_draws
-            if masks is not None:
-                dW, db_v, db_h = dW * masks[0], db_v * masks[1], db_h * masks[2]
-            if transformed is not None:
-                free = ops.free_energy_soft(transformed.values, rbm.W.detach(), rbm.b_v.detach(), rbm.b_h.detach())
-                pre_grads = torch.autograd.grad(free.mean(), pre_params)
-            with torch.no_grad():
-                for p, v, g in zip(params, velocity, (dW, db_v, db_h)):
-                    v.mul_(cfg.momentum).add_(g)
-                    p.sub_(v, alpha=lr)
-                if transformed is not None:
-                    for p, v, g, p0 in zip(pre_params, pre_velocity, pre_grads, pre_start):
-                        v.mul_(cfg.momentum).add_(g).add_(p - p0, alpha=PREPROCESSING_ANCHOR)
-                        p.sub_(v, alpha=lr)
-            epoch_loss += loss.double() * batch.n_rows
-        history.append(float(epoch_loss) / n)
-        if progress is not None and hasattr(epochs, "set_postfix"):
-            extra = {"step": f"{sampler.step_size:.3g}"} if sampler.kind == "dlp" else {}
-            epochs.set_postfix(loss=f"{history[-1]:.4f}", accept=f"{sampler.acceptance_rate():.2f}", **extra)
-    if preprocessor is not None:
-        preprocessor.eval()
-    return history
-
-
-# ----------------------------------------------------------------------------- exact
 # Diagonal pseudo-counts per confusion column in the exact solver's prior ("classifiers
 # beat chance"); see ``train_exact``.
 EXACT_DIAGONAL_STRENGTH = 2.0
@@ -297,7 +163,7 @@ def train_exact(rbm: RBM, data: LabelData, prior_strength: float, max_iter: int 
 
     EM starts from the soft majority vote and from the hard one; the fit with
     the higher penalized likelihood (log-likelihood plus the priors' terms) wins.
-    EM runs under SQUAREM (:mod:`deem.squarem`): same fixed points, several
+    EM runs under SQUAREM (:mod:`deem.solvers.squarem`): same fixed points, several
     times fewer passes where plain EM crawls. It stops when one EM step moves
     no probability by ``tol`` (checked every 5 SQUAREM cycles) or after
     ``max_iter`` EM steps; ``max_iter=0`` keeps the M-step at each start (the
@@ -308,7 +174,7 @@ def train_exact(rbm: RBM, data: LabelData, prior_strength: float, max_iter: int 
         raise ValueError("solver='exact' needs hidden_dim=1 (the likelihood is exact for one hidden unit)")
     if data.soft and informative:
         raise ValueError("train_exact's soft path is the geometric pool; informative soft labels are fitted by "
-                         "deem.soft_evidence")
+                         "deem.solvers.soft_evidence")
     n, k, d = data.n_rows, rbm.n_classes, rbm.n_visible
     dev = rbm.W.device
     if data.soft:

@@ -33,8 +33,8 @@ from __future__ import annotations
 
 import torch
 
-from . import ops
-from .solvers import (EXACT_DIAGONAL_STRENGTH, informative_prior_terms, log_params, map_m_step,
+from .. import ops
+from .exact import (EXACT_DIAGONAL_STRENGTH, informative_prior_terms, log_params, map_m_step,
                       map_m_step_informative, normalize_probabilities, prior_terms)
 from .squarem import squarem
 
@@ -132,7 +132,7 @@ def fit_soft_evidence(values: torch.Tensor, prior_strength: float = 2.0, max_ite
     confusion of all classifiers (the prior of :func:`deem.solvers.map_m_step`).
     EM starts from the average of the classifiers' probabilities and from its
     argmax (one-hot); the run with the higher penalized log-likelihood wins.
-    EM runs under SQUAREM (:mod:`deem.squarem`); it stops when one EM step
+    EM runs under SQUAREM (:mod:`deem.solvers.squarem`); it stops when one EM step
     moves no probability by more than ``tol`` (checked every 5 cycles) or
     after ``max_iter`` EM steps.
 
