@@ -53,11 +53,18 @@ def _expected_log(alpha: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.special.digamma(alpha) - torch.special.digamma(alpha.sum(dim=dim, keepdim=True))
 
 
-def _kl_dirichlet(post: torch.Tensor, prior: torch.Tensor, dim: int) -> torch.Tensor:
-    """Sum of KL(Dir(post) || Dir(prior)) over every distribution along ``dim``."""
-    p0, a0 = post.sum(dim=dim), prior.sum(dim=dim)
-    return (torch.lgamma(p0) - torch.lgamma(post).sum(dim=dim) - torch.lgamma(a0) + torch.lgamma(prior).sum(dim=dim)
-            + ((post - prior) * _expected_log(post, dim)).sum(dim=dim)).sum()
+def _kl_dirichlet(post: torch.Tensor, prior: torch.Tensor, dim: int, elog=None) -> torch.Tensor:
+    """Sum of KL(Dir(post) || Dir(prior)) over every distribution along ``dim``.
+
+    ``prior`` may be shared: broadcast along the other dimensions (e.g. ``(K, K, 1)`` for ``(K, K, D)``
+    posteriors), its own terms are then computed once and counted for every distribution it stands for.
+    ``elog``: ``E[log p]`` under ``post`` when the caller has it already.
+    """
+    elog = _expected_log(post, dim) if elog is None else elog
+    copies = post.numel() // prior.numel()
+    prior_terms = (torch.lgamma(prior).sum(dim=dim) - torch.lgamma(prior.sum(dim=dim))).sum() * copies
+    return (torch.lgamma(post.sum(dim=dim)) - torch.lgamma(post).sum(dim=dim)
+            + ((post - prior) * elog).sum(dim=dim)).sum() + prior_terms
 
 
 def _prior_matrix(params, k: int, like: torch.Tensor) -> torch.Tensor:
@@ -149,9 +156,9 @@ def train_variational(rbm: RBM, data: LabelData, max_iter: int = 1000, tol: floa
             rates = torch.stack([counts.sum(dim=0) + params[2], abstention_counts(counts, mass).t() + params[3]])
         return counts + _prior_matrix(params, k, counts).unsqueeze(-1), mass + CLASS_PRIOR, rates, params
 
-    def expected_logs(post, rates):
+    def expected_logs(post, rates, elog_conf=None):
         """``(E[log P(label)] (K_l, K_m, D), E[log P(abstain)] (D, K) or None)``."""
-        elog_conf = _expected_log(post, dim=0)
+        elog_conf = _expected_log(post, dim=0) if elog_conf is None else elog_conf
         if rates is None:
             return elog_conf, None
         elog_rate = _expected_log(rates, dim=0)  # (2, K_m, D): E[log f], E[log (1 - f)]
@@ -168,16 +175,16 @@ def train_variational(rbm: RBM, data: LabelData, max_iter: int = 1000, tol: floa
             params = learn_prior(elog_conf.sum(dim=2).cpu().numpy(), d, params[:2]) + (
                 learn_rate_prior(*(float(x) for x in _expected_log(rates, dim=0).sum(dim=(1, 2))), d * k,
                                  params[2:]) if informative else ())
-        elog_p, elog_abstain = expected_logs(post, rates)
+        elog_p, elog_abstain = expected_logs(post, rates, elog_conf)
         counts, mass, nll, _ = evidence_pass(data, elog_p, elog_pi, elog_abstain, True, False)
         new_theta = (counts, mass, torch.tensor([math.log(x) for x in params], dtype=torch.float64, device=dev))
         if not need_objective:
             return new_theta, None, None
-        prior = _prior_matrix(params, k, post).unsqueeze(-1).expand_as(post)
-        elbo = (-nll - _kl_dirichlet(post, prior, dim=0)
-                - _kl_dirichlet(post_pi, torch.full_like(post_pi, CLASS_PRIOR), dim=0))
+        prior = _prior_matrix(params, k, post).unsqueeze(-1)  # (K_l, K_m, 1): one prior for every voter
+        elbo = (-nll - _kl_dirichlet(post, prior, dim=0, elog=elog_conf)
+                - _kl_dirichlet(post_pi, torch.full_like(post_pi, CLASS_PRIOR), dim=0, elog=elog_pi))
         if informative:
-            rate_prior = torch.tensor(params[2:], dtype=rates.dtype, device=dev).view(2, 1, 1).expand_as(rates)
+            rate_prior = torch.tensor(params[2:], dtype=rates.dtype, device=dev).view(2, 1, 1)
             elbo = elbo - _kl_dirichlet(rates, rate_prior, dim=0)
         return new_theta, elbo, -elbo / n
 
