@@ -39,6 +39,13 @@ class LabelData:
         return LabelData(self.values[rows], self.soft, self.n_classes)
 
 
+def check_choice(name: str, value, choices, meaning: str) -> str:
+    """``value`` if it is one of ``choices``, else a ``ValueError`` naming them and what they mean."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)} ({meaning}); got {value!r}")
+    return value
+
+
 def is_sparse(data) -> bool:
     """Whether ``data`` holds its labels sparse (:class:`deem.sparse.SparseLabels`)."""
     return hasattr(data, "row_ptr")

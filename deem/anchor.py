@@ -25,15 +25,15 @@ What was measured is in README ("Where the fit stops").
 """
 from __future__ import annotations
 
+from ._validation import check_choice
+
 ANCHORS = ("auto", "majority", "none")
 
 
 def check_anchor(value) -> str:
-    if not isinstance(value, str) or value not in ANCHORS:
-        raise ValueError(f"anchor must be one of {ANCHORS} ('majority': the voters' parameters estimated once "
-                         f"from the majority vote; 'none': EM to convergence; 'auto': 'majority' under "
-                         f"informative missingness, 'none' under ignorable); got {value!r}")
-    return value
+    return check_choice("anchor", value, ANCHORS, "'majority': the voters' parameters estimated once from the "
+                        "majority vote; 'none': EM to convergence; 'auto': 'majority' under informative "
+                        "missingness, 'none' under ignorable")
 
 
 def decide_anchor(anchor: str, missing: str) -> str:

@@ -30,15 +30,15 @@ import numpy as np
 import torch
 from scipy.special import betaln
 
+from ._validation import check_choice
+
 MISSING = ("auto", "ignorable", "informative")
 
 
 def check_missing(value) -> str:
-    if not isinstance(value, str) or value not in MISSING:
-        raise ValueError(f"missing must be one of {MISSING} ('ignorable': a missing label says nothing, as in "
-                         f"crowds; 'informative': an abstention is evidence, as with labeling functions; "
-                         f"'auto': the data decide); got {value!r}")
-    return value
+    return check_choice("missing", value, MISSING, "'ignorable': a missing label says nothing, as in crowds; "
+                        "'informative': an abstention is evidence, as with labeling functions; 'auto': the data "
+                        "decide")
 
 
 def abstention_counts(counts: torch.Tensor, mass: torch.Tensor) -> torch.Tensor:

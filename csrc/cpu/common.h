@@ -167,6 +167,18 @@ inline int64_t sample_categorical(const T* p, int64_t K, double u) {
   return K - 1;
 }
 
+// q = softmax(s) in place over K doubles; returns logsumexp(s). The E-step softmax of the
+// evidence passes: the dense and the sparse pass share it, so their posteriors agree bit for bit.
+inline double softmax_in_place(double* s, int64_t K) {
+  double mx = s[0];
+  for (int64_t m = 1; m < K; ++m) mx = std::max(mx, s[m]);
+  double z = 0.0;
+  for (int64_t m = 0; m < K; ++m) z += std::exp(s[m] - mx);
+  const double lse = mx + std::log(z);
+  for (int64_t m = 0; m < K; ++m) s[m] = std::exp(s[m] - lse);
+  return lse;
+}
+
 inline double hidden_uniform(int64_t seed, int64_t j, int64_t r, int64_t offset) {
   const Philox4 b = philox_draw(static_cast<uint64_t>(seed), static_cast<uint32_t>(j), static_cast<uint32_t>(r),
                                 static_cast<uint64_t>(offset));

@@ -40,16 +40,11 @@ void item_pass(const char* name, const int64_t* row_ptr, const int64_t* voter, c
       const double* w = lp + (i * K + l) * K;
       for (int64_t m = 0; m < K; ++m) s[m] += w[m];
     }
-    double mx = s[0];
-    for (int64_t m = 1; m < K; ++m) mx = std::max(mx, s[m]);
-    double z = 0.0;
-    for (int64_t m = 0; m < K; ++m) z += std::exp(s[m] - mx);
-    const double lse = mx + std::log(z);
-    buf[K] -= lse;
+    buf[K] -= softmax_in_place(s.data(), K);
     double* qn = q + n * K;
     for (int64_t m = 0; m < K; ++m) {
-      qn[m] = std::exp(s[m] - lse);
-      buf[m] += qn[m];
+      qn[m] = s[m];
+      buf[m] += s[m];
     }
   }
 }

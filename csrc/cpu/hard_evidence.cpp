@@ -46,13 +46,7 @@ void pass_rows(const char* name, const label_t* x, int64_t r0, int64_t r1, const
       const double* w = ps.lp + (i * K + l) * K;
       for (int64_t m = 0; m < K; ++m) s[m] += w[m];
     }
-    double mx = s[0];
-    for (int64_t m = 1; m < K; ++m) mx = std::max(mx, s[m]);
-    double z = 0.0;
-    for (int64_t m = 0; m < K; ++m) z += std::exp(s[m] - mx);
-    const double lse = mx + std::log(z);
-    for (int64_t m = 0; m < K; ++m) s[m] = std::exp(s[m] - lse);  // s now holds q
-    buf[ps.lay.nll] -= lse;
+    buf[ps.lay.nll] -= softmax_in_place(s.data(), K);  // s now holds q
     for (int64_t m = 0; m < K; ++m) buf[ps.lay.mass + m] += s[m];
     if (ps.post)
       for (int64_t m = 0; m < K; ++m) ps.post[n * K + m] = s[m];
