@@ -65,6 +65,14 @@ def crowd_matrix(folder):
     return X, g.fillna(-1).astype(np.int64).to_numpy(), known, k
 
 
+def load_set(args, name):
+    """``(labels, gold, rows scored, K)`` of a crowd (gold tasks) or a labeling-function set (rows with a vote)."""
+    if name in CROWDS:
+        return crowd_matrix(os.path.join(args.datasets_dir, name))
+    X, y, k = load_ws(os.path.join(args.ws_dir, name))
+    return X, y, (X >= 0).any(1), k
+
+
 def acc(pred, y, mask):
     return float((pred[mask] == y[mask]).mean())
 
@@ -72,11 +80,7 @@ def acc(pred, y, mask):
 def presence(args):
     rows = []
     for name in CROWDS + WS:
-        if name in CROWDS:
-            X, y, mask, k = crowd_matrix(os.path.join(args.datasets_dir, name))
-        else:
-            X, y, k = load_ws(os.path.join(args.ws_dir, name))
-            mask = (X >= 0).any(1)
+        X, y, mask, k = load_set(args, name)
         factor = presence_log_bayes_factor(torch.as_tensor(X), k)
         row = {"set": name, "log_bayes_factor": factor}
         for missing in ("informative", "ignorable"):
@@ -178,11 +182,7 @@ def anchor(args):
                 "informative-majority": {"missing": "informative", "anchor": "majority"},
                 "informative-none": {"missing": "informative", "anchor": "none"}}
     for name in CROWDS + WS:
-        if name in CROWDS:
-            X, y, mask, k = crowd_matrix(os.path.join(args.datasets_dir, name))
-        else:
-            X, y, k = load_ws(os.path.join(args.ws_dir, name))
-            mask = (X >= 0).any(1)
+        X, y, mask, k = load_set(args, name)
         row = {"set": name}
         for label, params in settings.items():
             row[label] = acc(DEEM(n_classes=k, random_state=0, **params).fit(X).predict(X), y, mask)
