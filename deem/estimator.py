@@ -434,6 +434,7 @@ class DEEM(BaseEstimator):
             "n_dropped_rows_": self.n_dropped_rows_, "solver_": self.solver_, "init_method_": self.init_method_,
             "posterior_": self.posterior_, "variational_prior_": self.variational_prior_,
             "missing_": self.missing_, "missing_log_bayes_factor_": self.missing_log_bayes_factor_,
+            "missing_one_class_share_": getattr(self, "missing_one_class_share_", None),
             "anchor_": self.anchor_, "layout_": self.layout_,
             "coverage_": [float(c) for c in self.coverage_],
             "class_map_": None if self.class_map_ is None else [int(x) for x in self.class_map_],
@@ -479,6 +480,7 @@ class DEEM(BaseEstimator):
         self.variational_prior_ = fitted.get("variational_prior_")
         self.missing_ = fitted.get("missing_", "ignorable")
         self.missing_log_bayes_factor_ = fitted.get("missing_log_bayes_factor_")
+        self.missing_one_class_share_ = fitted.get("missing_one_class_share_")
         self.anchor_ = fitted.get("anchor_", "none")  # files of deem < 0.5: always converged
         self.layout_ = fitted.get("layout_", "dense")
         self.coverage_ = np.asarray(fitted.get("coverage_", [np.nan] * fitted["n_classifiers_"]), dtype=np.float64)

@@ -22,6 +22,14 @@
   workers are shown tasks regardless of the answer, negative ones, also where
   workers take tasks in batches (a pattern the latent-class fit would otherwise
   mistake for classes). The test reads every label once: O(labels * K).
+  A second reading decides too: when more than half of the labels come from
+  *one-class voters* -- a voter whose labels all name one class, beyond what
+  chance gives at the labels' overall class shares (probability under 5%) --
+  the ignorable model would read most of the evidence as saying nothing (a
+  voter that always names the same class tells nothing about the class when
+  its answering does not depend on it), so ``'auto'`` picks informative. This
+  catches sparse labeling-function ensembles where the Bayes factor lacks
+  power; on crowds such voters hold at most 5% of the labels (``product``).
 """
 from __future__ import annotations
 
@@ -49,6 +57,36 @@ def abstention_counts(counts: torch.Tensor, mass: torch.Tensor) -> torch.Tensor:
     return (mass.unsqueeze(0) - counts.sum(dim=0).t()).clamp(min=0.0)
 
 
+# Share of the labels above which one-class voters decide for informative missingness; and the chance
+# level below which a voter's labels naming a single class count as "one-class" rather than luck.
+ONE_CLASS_MAJORITY = 0.5
+ONE_CLASS_CHANCE = 0.05
+
+
+def _triples(values):
+    """``(n, d, item, voter, label)`` of dense ``(N, D)`` labels (``-1`` missing) or a ``SparseLabels``."""
+    if hasattr(values, "row_ptr"):
+        return (values.n_rows, values.n_classifiers, *values.triples())
+    x = values.long()
+    row, col = (x >= 0).nonzero(as_tuple=True)
+    return x.shape[0], x.shape[1], row, col, x[row, col]
+
+
+def one_class_share(values, n_classes: int) -> float:
+    """Share of the labels given by one-class voters (see the module): all their labels name one class, and
+    the chance of that at the labels' overall class shares, ``sum_c share_c ** n``, is under ``ONE_CLASS_CHANCE``."""
+    _, d, _, col, lab = _triples(values)
+    if lab.numel() == 0:
+        return 0.0
+    counts = torch.zeros(d, n_classes, dtype=torch.float64, device=lab.device)
+    counts.index_put_((col, lab), torch.ones_like(lab, dtype=torch.float64), accumulate=True)
+    given = counts.sum(dim=1)
+    shares = counts.sum(dim=0) / given.sum()
+    chance = (shares.unsqueeze(0) ** given.unsqueeze(1)).sum(dim=1)  # (D,)
+    one_class = ((counts > 0).sum(dim=1) == 1) & (chance < ONE_CLASS_CHANCE)
+    return float(given[one_class].sum() / given.sum())
+
+
 def presence_log_bayes_factor(values: torch.Tensor, n_classes: int) -> float:
     """Log Bayes factor of "a voter's presence depends on the class" against "it does not" (see the module).
 
@@ -56,16 +94,8 @@ def presence_log_bayes_factor(values: torch.Tensor, n_classes: int) -> float:
     Positive: the data favour informative missingness.
     """
     k = n_classes
-    if hasattr(values, "row_ptr"):  # stored sparse: the triples as they are
-        n, d = values.n_rows, values.n_classifiers
-        row, col, lab = values.triples()
-        x_device = values.device
-    else:
-        x = values.long()
-        n, d = x.shape
-        row, col = (x >= 0).nonzero(as_tuple=True)
-        lab = x[row, col]
-        x_device = x.device
+    n, d, row, col, lab = _triples(values)
+    x_device = lab.device
     votes = torch.zeros(n, k, dtype=torch.int64, device=x_device)
     votes.index_put_((row, lab), torch.ones_like(lab), accumulate=True)
     # group of a row for a voter absent from it: the row's majority vote (k: no vote at all)

@@ -241,3 +241,30 @@ def test_soft_crowd_stays_ignorable():
     X, _ = dawid_skene(n_samples=1000, n_classifiers=15, n_classes=3, missing_rate=0.7, random_state=1)
     V = soft_from_hard(X, 3)
     assert DEEM().fit(V).missing_ == "ignorable"
+
+
+def test_sparse_one_class_ensemble_the_bayes_factor_misses_is_called_informative():
+    """Sparse one-class labeling functions: the presence test's uniform priors lack power (negative log Bayes
+    factor), but nearly every label comes from a voter that only ever names one class -- evidence only through
+    when it answers -- so 'auto' reads abstentions as evidence and recovers majority vote's level."""
+    from deem.missingness import one_class_share
+
+    L, y = labeling_functions(n_samples=1000, n_voters=40, n_classes=2, one_class_share=1.0,
+                              coverage=(0.005, 0.05), precision=(0.8, 0.99), n_correlated=12, random_state=6)
+    assert presence_log_bayes_factor(torch.as_tensor(L), 2) < 0
+    assert one_class_share(torch.as_tensor(L), 2) > 0.5
+    model = DEEM().fit(L)
+    assert model.missing_ == "informative" and model.missing_one_class_share_ > 0.5
+    ignorable = accuracy(DEEM(missing="ignorable").fit(L).predict(L), y, L)
+    default = accuracy(model.predict(L), y, L)
+    assert default > ignorable + 0.2
+    assert default > accuracy(majority_vote(L, 2), y, L) - 0.02
+
+
+def test_one_class_share_counts_only_voters_beyond_chance():
+    from deem.missingness import one_class_share
+
+    X = np.array([[0, 1, 1], [0, 1, 1], [0, 1, 0], [0, 1, 1], [0, 1, 1], [0, 0, 1]])
+    # voter 0 gives six 0s, at class shares 8/18 and 10/18 a chance of 0.037: one-class; the others are mixed
+    assert one_class_share(torch.as_tensor(X), 2) == pytest.approx(6 / 18)
+    assert one_class_share(torch.as_tensor(X[:3]), 2) == 0.0  # three equal labels happen by chance (> 0.05)

@@ -14,7 +14,7 @@ import torch
 
 from .._validation import LabelData, is_sparse, present_rows
 from ..anchor import decide_anchor
-from ..missingness import presence_log_bayes_factor
+from ..missingness import ONE_CLASS_MAJORITY, one_class_share, presence_log_bayes_factor
 from ..rbm import RBM
 from .soft_evidence import train_soft_evidence
 from .exact import train_exact
@@ -31,6 +31,7 @@ class OneUnitResult:
     anchor: str                  # 'majority' (one update from the majority vote) or 'none' (converged)
     n_dropped_rows: int          # rows left out of the fit (no label, ignorable model)
     log_bayes_factor: Optional[float]  # the presence test's verdict under missing='auto' (None otherwise)
+    one_class_share: Optional[float] = None  # share of the labels from one-class voters (missing='auto')
 
 
 def present_per_voter(data: LabelData) -> torch.Tensor:
@@ -42,28 +43,29 @@ def present_per_voter(data: LabelData) -> torch.Tensor:
 
 
 def decide_missing(data: LabelData, missing: str):
-    """``(meaning, log Bayes factor or None)``: the user's choice, or the presence test's under ``'auto'``."""
+    """``(meaning, log Bayes factor, one-class share)``: the user's choice (``None`` for both readings), or
+    under ``'auto'`` the presence test's and the one-class voters' verdict (:mod:`deem.missingness`)."""
     if missing != "auto":
-        return missing, None
+        return missing, None, None
     if not bool((present_per_voter(data) < data.n_rows).any()):
-        return "ignorable", None  # nothing is missing
-    if is_sparse(data):
-        return _verdict(presence_log_bayes_factor(data, data.n_classes))
-    values = data.values
-    if data.soft:  # an all-zero column is the missing entry; the test reads each column's argmax
-        values = torch.where(values.sum(dim=1) > 0, values.argmax(dim=1), torch.full_like(values[:, 0], -1).long())
-    return _verdict(presence_log_bayes_factor(values, data.n_classes))
-
-
-def _verdict(factor: float):
-    return ("informative" if factor > 0 else "ignorable"), factor
+        return "ignorable", None, None  # nothing is missing
+    values = data
+    if not is_sparse(data):
+        values = data.values
+        if data.soft:  # an all-zero column is the missing entry; the tests read each column's argmax
+            values = torch.where(values.sum(dim=1) > 0, values.argmax(dim=1),
+                                 torch.full_like(values[:, 0], -1).long())
+    factor = presence_log_bayes_factor(values, data.n_classes)
+    share = one_class_share(values, data.n_classes)
+    informative = factor > 0 or share > ONE_CLASS_MAJORITY
+    return ("informative" if informative else "ignorable"), factor, share
 
 
 def fit_one_unit(data: LabelData, solver: str, missing: str, prior_strength: float, device,
                  anchor: str = "auto") -> OneUnitResult:
     """Fit ``solver`` ('exact' or 'bayes'; soft labels: 'exact', the virtual-evidence EM) under ``missing``
     ('auto', 'ignorable', 'informative'), stopping where ``anchor`` says (:mod:`deem.anchor`)."""
-    kind, factor = decide_missing(data, missing)
+    kind, factor, share = decide_missing(data, missing)
     informative = kind == "informative"
     stop = decide_anchor(anchor, kind)
     steps = {} if stop == "none" else {"max_iter": 0}
@@ -72,13 +74,14 @@ def fit_one_unit(data: LabelData, solver: str, missing: str, prior_strength: flo
     if data.soft:  # rows with no column at all enter the informative fit in closed form
         n_empty = int((~keep).sum())
         history = train_soft_evidence(rbm, data.select(keep), prior_strength, informative, n_empty, **steps)
-        return OneUnitResult(rbm, history, None, kind, stop, 0 if informative else n_empty, factor)
+        return OneUnitResult(rbm, history, None, kind, stop, 0 if informative else n_empty, factor, share)
     rows = data if informative or bool(keep.all()) else data.select(keep)
     if solver == "bayes":
         fit = train_variational(rbm, rows, informative=informative, **steps)
     else:
         fit = train_exact(rbm, rows, prior_strength, informative=informative, **steps)
-    return OneUnitResult(rbm, fit.history, fit.prior, kind, stop, 0 if informative else int((~keep).sum()), factor)
+    return OneUnitResult(rbm, fit.history, fit.prior, kind, stop, 0 if informative else int((~keep).sum()), factor,
+                         share)
 
 
 class OneUnitSolver(Solver):
@@ -100,7 +103,8 @@ class OneUnitSolver(Solver):
         result = fit_one_unit(all_rows, self.name, settings.missing, settings.prior_strength, settings.device,
                               settings.anchor)
         attributes = {"variational_prior_": result.prior, "missing_": result.missing,
-                      "missing_log_bayes_factor_": result.log_bayes_factor, "anchor_": result.anchor,
+                      "missing_log_bayes_factor_": result.log_bayes_factor,
+                      "missing_one_class_share_": result.one_class_share, "anchor_": result.anchor,
                       "n_dropped_rows_": result.n_dropped_rows, "init_method_": None}
         return SolverResult(result.rbm, result.history,
                             posterior="virtual_evidence" if (self.name == "exact" and data.soft) else "rbm",
@@ -118,7 +122,8 @@ class OneUnitSolver(Solver):
                     f"prior_strength={settings.prior_strength}): mean negative log-likelihood {last:.4f}")
         if result.log_bayes_factor is not None:
             why = (f"missing='auto' chose {result.missing!r}: log Bayes factor of class-dependent presence "
-                   f"{result.log_bayes_factor:+.1f} (positive: an abstention is evidence)")
+                   f"{result.log_bayes_factor:+.1f} (positive: an abstention is evidence); one-class voters give "
+                   f"{result.one_class_share:.0%} of the labels (over half: an abstention is evidence)")
         else:
             why = f"missing labels fitted as {result.missing}"
         stop = ("anchor='majority': the voters' parameters estimated once from the majority vote (no EM iteration)"

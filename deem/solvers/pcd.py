@@ -216,5 +216,6 @@ class PCDSolver(Solver):
         return SolverResult(rbm, history, posterior="virtual_evidence" if settings.refit else "rbm",
                             preprocessor=preprocessor,
                             attributes={"variational_prior_": None, "missing_": "ignorable",
-                                        "missing_log_bayes_factor_": None, "anchor_": "none",
+                                        "missing_log_bayes_factor_": None, "missing_one_class_share_": None,
+                                        "anchor_": "none",
                                         "init_method_": settings.init_method})
