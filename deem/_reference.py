@@ -422,7 +422,7 @@ _SOFT_CHUNK_ELEMENTS = 1 << 22  # elements of one (rows, K, D) float64 working t
 
 
 def soft_evidence_pass(v, logp, logpi, want_counts=True, want_posterior=False):
-    """One E-step pass of the virtual-evidence Dawid-Skene model (see deem/soft_evidence.py).
+    """One E-step pass of the virtual-evidence Dawid-Skene model (see deem/solvers/soft_evidence.py).
 
     v (N, K_l, D) soft labels, logp (K_l, K_m, D) and logpi (K,) float64. Returns (counts (K, K, D)
     or (0, K, D), class mass (K,), summed NLL, rows with evidence, posterior (N, K) or (0, K)), float64.

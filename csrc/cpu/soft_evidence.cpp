@@ -1,5 +1,5 @@
 // soft_evidence_pass: one E-step pass of the virtual-evidence Dawid–Skene model
-// (deem/soft_evidence.py) over soft labels v (N, K_l, D), fused: per row,
+// (deem/solvers/soft_evidence.py) over soft labels v (N, K_l, D), fused: per row,
 //   a[m, i]  = sum_l v[l, i] P[l, m, i]                  (P = exp(logp), present i only)
 //   s[m]     = log pi[m] + sum_{i present} log a[m, i]  -> q = softmax(s), nll -= logsumexp(s)
 //   R[l,m,i] += v[l, i] q[m] / a[m, i]                  -> counts = P * R
