@@ -143,8 +143,7 @@ def _check_sparse(X, n_classes, n_classifiers, name):
 
     if n_classes is not None:
         n_classes = _check_n_classes(n_classes)
-    if not is_sparse(X):
-        X = SparseLabels.from_scipy(X, n_classes=n_classes)
+    X = SparseLabels.from_scipy(X, n_classes=n_classes) if not is_sparse(X) else X.validate(name)
     if X.n_labels == 0:
         raise ValueError(f"{name} holds no label: nothing to learn from")
     if n_classes is not None and X.n_classes != n_classes:

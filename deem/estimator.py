@@ -10,7 +10,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from . import persistence
-from ._validation import LabelData, check_labels, check_true_labels, is_sparse, present_rows
+from ._validation import LabelData, check_choice, check_labels, check_true_labels, is_sparse, present_rows
 from .alignment import hungarian_map, majority_vote
 from .long_format import learn_coding, to_sparse
 from .preprocessing import ACTIVATIONS, PREPROCESSING_INITS, Preprocessor
@@ -417,7 +417,7 @@ class DEEM(BaseEstimator):
         if is_sparse(data):
             return data if one_unit and self.layout != "dense" else LabelData(data.to_dense(), False,
                                                                               data.n_classes)
-        present = float((data.values >= 0).double().mean())
+        present = int((data.values >= 0).sum()) / max(data.values.numel(), 1)  # no N x D float copy
         if self.layout == "sparse" or (self.layout == "auto" and one_unit and present < SPARSE_BELOW):
             from .sparse import SparseLabels
 
@@ -523,10 +523,8 @@ class DEEM(BaseEstimator):
             raise ValueError(f"prior_strength must be >= 0; got {self.prior_strength!r}")
         check_missing(self.missing)
         check_anchor(self.anchor)
-        if not isinstance(self.layout, str) or self.layout not in LAYOUTS:
-            raise ValueError(f"layout must be one of {LAYOUTS} ('sparse': labels stored as (item, voter, label) "
-                             f"triples, memory O(labels); 'auto': sparse when under {SPARSE_BELOW:.4g} of the "
-                             f"entries are present); got {self.layout!r}")
+        check_choice("layout", self.layout, LAYOUTS, "'sparse': labels stored as (item, voter, label) triples, "
+                     f"memory O(labels); 'auto': sparse when under {SPARSE_BELOW:.4g} of the entries are present")
         if self.scheduler not in SCHEDULERS:
             raise ValueError(f"scheduler must be one of {SCHEDULERS}; got {self.scheduler!r}")
         self._check_preprocessing()

@@ -164,6 +164,38 @@ class SparseLabels:
     def density(self) -> float:
         return self.n_labels / max(self.n_rows * self.n_classifiers, 1)
 
+    def validate(self, name: str = "labels") -> "SparseLabels":
+        """``ValueError``/``TypeError`` unless the two views are well formed and hold the same labels.
+
+        The constructors build valid values; this guards one assembled by hand before any kernel reads
+        it (the kernels bounds-check as well). O(labels)."""
+        views = (("row_ptr", self.row_ptr), ("voter", self.voter), ("col_ptr", self.col_ptr),
+                 ("col_row", self.col_row))
+        for what, t in views:
+            if not isinstance(t, torch.Tensor) or t.dim() != 1 or t.dtype != torch.int64:
+                raise TypeError(f"{name}.{what} must be a 1-D int64 tensor")
+        for what, t in (("label", self.label), ("col_label", self.col_label)):
+            if not isinstance(t, torch.Tensor) or t.dim() != 1 or t.dtype not in (torch.int8, torch.int16,
+                                                                                  torch.int32, torch.int64):
+                raise TypeError(f"{name}.{what} must be a 1-D integer tensor")
+        k, n, d, n_labels = int(self.n_classes), self.n_rows, self.n_classifiers, self.n_labels
+        if k < 1 or n < 0 or d < 0:
+            raise ValueError(f"{name}: n_classes, row_ptr and col_ptr must describe at least one class")
+        if not (self.label.shape[0] == self.col_row.shape[0] == self.col_label.shape[0] == n_labels):
+            raise ValueError(f"{name}: the by-item and by-voter views must hold the same number of labels")
+        for what, ptr in (("row_ptr", self.row_ptr), ("col_ptr", self.col_ptr)):
+            if int(ptr[0]) != 0 or int(ptr[-1]) != n_labels or bool((ptr[1:] < ptr[:-1]).any()):
+                raise ValueError(f"{name}.{what} must rise from 0 to the number of labels ({n_labels})")
+        if n_labels:
+            for what, t, bound in (("voter", self.voter, d), ("col_row", self.col_row, n), ("label", self.label, k),
+                                   ("col_label", self.col_label, k)):
+                lo, hi = int(t.min()), int(t.max())
+                if lo < 0 or hi >= bound:
+                    raise ValueError(f"{name}.{what} holds {lo if lo < 0 else hi}, outside 0..{bound - 1}")
+            if not torch.equal(torch.bincount(self.voter, minlength=d), self.labels_per_voter()):
+                raise ValueError(f"{name}: the by-voter view does not hold the by-item view's voters")
+        return self
+
     # ------------------------------------------------------------- views
     def to_dense(self) -> torch.Tensor:
         """``(N, D)`` labels, ``-1`` = missing (memory N x D: for tests and small data)."""

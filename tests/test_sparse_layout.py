@@ -156,3 +156,30 @@ def test_two_million_labels_over_a_sixteen_gigabyte_matrix_fit_in_a_few_hundred_
     grew_mb, accuracy = (float(x) for x in out.stdout.split())
     assert grew_mb < 400, f"the fit grew the process by {grew_mb:.0f} MB"
     assert accuracy > 0.85
+
+
+@pytest.mark.parametrize("corrupt", ["voter out of range", "label out of range", "row_ptr falls", "views differ",
+                                     "float voter"])
+def test_a_hand_built_sparse_value_is_checked_before_any_kernel(corrupt):
+
+    X, _ = crowd()
+    s = SparseLabels.from_dense(X)
+    fields = dict(row_ptr=s.row_ptr.clone(), voter=s.voter.clone(), label=s.label.clone(), col_ptr=s.col_ptr.clone(),
+                  col_row=s.col_row.clone(), col_label=s.col_label.clone())
+    if corrupt == "voter out of range":
+        fields["voter"][3] = s.n_classifiers
+    elif corrupt == "label out of range":
+        fields["label"][3] = 3
+    elif corrupt == "row_ptr falls":
+        fields["row_ptr"][5] = fields["row_ptr"][4] - 1
+    elif corrupt == "views differ":
+        fields["voter"][[0, 1]] = fields["voter"][[1, 0]] if fields["voter"][0] != fields["voter"][1] else 0
+        fields["voter"][0] = (fields["voter"][0] + 1) % s.n_classifiers
+    else:
+        fields["voter"] = fields["voter"].double()
+    bad = SparseLabels(**fields, n_classes=3)
+    with pytest.raises((ValueError, TypeError), match="voter|label|row_ptr|view"):
+        DEEM().fit(bad)
+    model = DEEM().fit(X)
+    with pytest.raises((ValueError, TypeError), match="voter|label|row_ptr|view"):
+        model.predict(bad)

@@ -93,12 +93,8 @@ inline __attribute__((always_inline)) void pass_rows_impl(const T* v, int64_t r0
       }
       s[m] = logpi[m] + std::log(prod) + static_cast<double>(e) * kLn2;
     }
-    double mx = s[0];
-    for (int64_t m = 1; m < K; ++m) mx = std::max(mx, s[m]);
-    double z = 0.0;
-    for (int64_t m = 0; m < K; ++m) z += std::exp(s[m] - mx);
-    const double lse = mx + std::log(z);
-    for (int64_t m = 0; m < K; ++m) q[m] = std::exp(s[m] - lse);
+    std::copy(s.begin(), s.end(), q.begin());
+    const double lse = softmax_in_place(q.data(), K);
     if (post) {
       if (any) {
         for (int64_t m = 0; m < K; ++m) post[n * K + m] = q[m];
