@@ -51,6 +51,11 @@ TORCH_LIBRARY(deem, m) {
   // expected counts ((0)-shaped when want_counts is false). Same outputs as hard_evidence_pass; a call
   // costs O(labels * K + N * K + D * K * K).
   m.def("csr_evidence_pass(Tensor row_ptr, Tensor voter, Tensor label, Tensor col_ptr, Tensor col_row, Tensor col_label, Tensor logp, Tensor logpi, Tensor log_abstain, bool want_counts, bool want_posterior) -> (Tensor, Tensor, Tensor, Tensor)");
+  // The two views of csr_evidence_pass from (item, voter, label) triples in any order (counting
+  // sort, O(labels + N + D); CPU only: data preparation is host work). Returns (row_ptr, voter,
+  // label, col_ptr, col_row, col_label, first duplicate) -- the last a 0-d int64, the input
+  // position of a repeated (item, voter) pair or -1; label keeps its dtype.
+  m.def("csr_build(Tensor item, Tensor voter, Tensor label, int n_items, int n_voters, int n_classes) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   // Exact log Z of the complete-data model (sum over the K^H hidden configurations).
   m.def("log_partition(Tensor W, Tensor b_v, Tensor b_h) -> Tensor");
 }

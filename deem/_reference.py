@@ -578,3 +578,29 @@ def csr_evidence_pass(row_ptr, voter, label, col_ptr, col_row, col_label, logp, 
         counts = flat.view(d, k, k).permute(1, 2, 0).contiguous()
     post = q if want_posterior else torch.empty(0, k, dtype=f64, device=dev)
     return counts, q.sum(dim=0), -lse.sum(), post
+
+
+def csr_build(item, voter, label, n_items, n_voters, n_classes):
+    """Twin of the ``csr_build`` op (schema in csrc/ops.cpp): stable sorts instead of counting sorts."""
+    name = "csr_build"
+    if item.dim() != 1 or voter.dim() != 1 or item.dtype != torch.int64 or voter.dtype != torch.int64:
+        raise RuntimeError(f"{name}: item and voter must be 1-D int64 tensors")
+    if label.dim() != 1 or label.dtype not in _LABEL_DTYPES:
+        raise RuntimeError(f"{name}: label must be a 1-D integer tensor, got {label.dtype}")
+    n_labels = item.shape[0]
+    if voter.shape[0] != n_labels or label.shape[0] != n_labels:
+        raise RuntimeError(f"{name}: item, voter and label must have the same length")
+    for what, t, bound in (("item", item, n_items), ("voter", voter, n_voters), ("label", label, n_classes)):
+        if n_labels and (int(t.min()) < 0 or int(t.max()) >= bound):
+            raise RuntimeError(f"{name}: {what} is outside [0, {bound})")
+    by_voter = torch.sort(voter, stable=True).indices
+    order = by_voter[torch.sort(item[by_voter], stable=True).indices]  # by item, then voter, then input order
+    it, vo, la = item[order], voter[order], label[order]
+    row_ptr = torch.zeros(n_items + 1, dtype=torch.int64)
+    row_ptr[1:] = torch.cumsum(torch.bincount(it, minlength=n_items), 0)
+    col_ptr = torch.zeros(n_voters + 1, dtype=torch.int64)
+    col_ptr[1:] = torch.cumsum(torch.bincount(vo, minlength=n_voters), 0)
+    same = (it[1:] == it[:-1]) & (vo[1:] == vo[:-1])
+    first = int(order[1:][same][0]) if bool(same.any()) else -1
+    by_col = torch.sort(vo, stable=True).indices
+    return row_ptr, vo, la, col_ptr, it[by_col], la[by_col], torch.tensor(first, dtype=torch.int64)

@@ -593,12 +593,15 @@ class DEEM(BaseEstimator):
         chunks = []
         pre = getattr(self, "preprocessor_", None)
         step = _PREDICT_CHUNK
+        if is_sparse(data) and pre is None:  # one pass: its working set is O(labels + N K) in any case
+            step = max(data.n_rows, 1)
         if pre is not None:  # the virtual classifiers' soft labels are K * D_out floats per row
             step = max(1, min(step, (1 << 24) // (self.n_classes_ * max(pre.widths))))
             pre.eval()
         with torch.no_grad():
             for start in range(0, data.n_rows, step):
-                part = data.select(slice(start, start + step)).to(self.device_)
+                part = data if step >= data.n_rows else data.select(slice(start, start + step))
+                part = part.to(self.device_)
                 if pre is not None:
                     part = pre(part)
                 if part.soft and getattr(self, "posterior_", "rbm") == "virtual_evidence":

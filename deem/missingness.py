@@ -72,14 +72,18 @@ def _triples(values):
     return x.shape[0], x.shape[1], row, col, x[row, col]
 
 
+def _tally(a: torch.Tensor, b: torch.Tensor, n_a: int, n_b: int) -> torch.Tensor:
+    """``(n_a, n_b)`` float64 counts of the pairs ``(a_j, b_j)`` (a bincount: integer, exact, deterministic)."""
+    return torch.bincount(a.long() * n_b + b.long(), minlength=n_a * n_b).view(n_a, n_b).double()
+
+
 def one_class_share(values, n_classes: int) -> float:
     """Share of the labels given by one-class voters (see the module): all their labels name one class, and
     the chance of that at the labels' overall class shares, ``sum_c share_c ** n``, is under ``ONE_CLASS_CHANCE``."""
     _, d, _, col, lab = _triples(values)
     if lab.numel() == 0:
         return 0.0
-    counts = torch.zeros(d, n_classes, dtype=torch.float64, device=lab.device)
-    counts.index_put_((col, lab), torch.ones_like(lab, dtype=torch.float64), accumulate=True)
+    counts = _tally(col, lab, d, n_classes)
     given = counts.sum(dim=1)
     shares = counts.sum(dim=0) / given.sum()
     chance = (shares.unsqueeze(0) ** given.unsqueeze(1)).sum(dim=1)  # (D,)
@@ -96,8 +100,7 @@ def presence_log_bayes_factor(values: torch.Tensor, n_classes: int) -> float:
     k = n_classes
     n, d, row, col, lab = _triples(values)
     x_device = lab.device
-    votes = torch.zeros(n, k, dtype=torch.int64, device=x_device)
-    votes.index_put_((row, lab), torch.ones_like(lab), accumulate=True)
+    votes = _tally(row, lab, n, k).long()
     # group of a row for a voter absent from it: the row's majority vote (k: no vote at all)
     group = torch.where(votes.sum(dim=1) > 0, votes.argmax(dim=1), torch.full((n,), k, device=x_device))
     # group of a row for a voter present on it: the majority vote of the others
@@ -106,10 +109,8 @@ def presence_log_bayes_factor(values: torch.Tensor, n_classes: int) -> float:
     loo = torch.where(others.sum(dim=1) > 0, others.argmax(dim=1), torch.full_like(lab, k))
     g1 = k + 1
     rows_per_group = torch.bincount(group, minlength=g1).double()  # (G,)
-    present_in = torch.zeros(d, g1, dtype=torch.float64, device=x_device)  # present rows by the others' vote
-    present_in.index_put_((col, loo), torch.ones_like(loo, dtype=torch.float64), accumulate=True)
-    present_mv = torch.zeros(d, g1, dtype=torch.float64, device=x_device)  # present rows by the full vote
-    present_mv.index_put_((col, group[row]), torch.ones_like(loo, dtype=torch.float64), accumulate=True)
+    present_in = _tally(col, loo, d, g1)  # present rows by the others' vote
+    present_mv = _tally(col, group[row], d, g1)  # present rows by the full vote
     size = rows_per_group.unsqueeze(0) - present_mv + present_in  # (D, G): rows in each group, per voter
     hits = present_in
     total = torch.bincount(col, minlength=d).double()

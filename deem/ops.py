@@ -228,6 +228,21 @@ def csr_evidence_pass(row_ptr, voter, label, col_ptr, col_row, col_label, logp, 
     return reference.csr_evidence_pass(*args)
 
 
+def csr_build(item, voter, label, n_items, n_voters, n_classes):
+    """The two views of ``csr_evidence_pass`` from ``(item, voter, label)`` triples in any order.
+
+    Returns ``(row_ptr, voter, label, col_ptr, col_row, col_label, first_duplicate)``: by item with
+    voters ascending, by voter with items ascending, ``label`` in its own dtype, and the input position
+    of a repeated ``(item, voter)`` pair (0-d int64, ``-1``: none; nothing is dropped or merged).
+    Host work: the triples are read on the CPU (a counting sort, O(labels + items + voters)).
+    """
+    item, voter, label = (t.cpu() for t in (item, voter, label))
+    args = (item, voter, label, int(n_items), int(n_voters), int(n_classes))
+    if _ext("csr_build", item):
+        return torch.ops.deem.csr_build(*args)
+    return reference.csr_build(*args)
+
+
 # ----------------------------------------------------------------------------- registrations
 
 def _register() -> None:
@@ -310,6 +325,12 @@ def _register() -> None:
         f64 = torch.float64
         return (logp.new_empty((k if want_counts else 0, k, d), dtype=f64), logp.new_empty((k,), dtype=f64),
                 logp.new_empty((), dtype=f64), logp.new_empty((n if want_posterior else 0, k), dtype=f64))
+
+    @torch.library.register_fake(lib + "csr_build")
+    def _(item, voter, label, n_items, n_voters, n_classes):
+        n_labels = item.shape[0]
+        return (new(item, (n_items + 1,)), new(item, (n_labels,)), new(label, (n_labels,)), new(item, (n_voters + 1,)),
+                new(item, (n_labels,)), new(label, (n_labels,)), new(item, ()))
 
     @torch.library.register_fake(lib + "log_partition")
     def _(W, b_v, b_h):

@@ -55,9 +55,13 @@ class SparseLabels:
         return self.voter.device
 
     def row_of_label(self) -> torch.Tensor:
-        """``(L,)`` the item of every label in the by-item view."""
-        lengths = self.row_ptr[1:] - self.row_ptr[:-1]
-        return torch.repeat_interleave(torch.arange(self.n_rows, device=self.device), lengths)
+        """``(L,)`` the item of every label in the by-item view (computed once: the views never change)."""
+        rows = self.__dict__.get("_row_of_label")
+        if rows is None:
+            lengths = self.row_ptr[1:] - self.row_ptr[:-1]
+            rows = torch.repeat_interleave(torch.arange(self.n_rows, device=self.device), lengths)
+            self.__dict__["_row_of_label"] = rows
+        return rows
 
     def labels_per_row(self) -> torch.Tensor:
         return self.row_ptr[1:] - self.row_ptr[:-1]
@@ -88,15 +92,9 @@ class SparseLabels:
         n_classes = _count(labels, n_classes, "n_classes", "labels")
         if n_classes < 1:
             raise ValueError("n_classes must be at least 1 (no labels given and no n_classes)")
-        order = np.lexsort((voters, items))  # by item, voters ascending within an item
-        items, voters, labels = items[order], voters[order], labels[order]
-        if items.size > 1:
-            dup = (items[1:] == items[:-1]) & (voters[1:] == voters[:-1])
-            if dup.any():
-                j = int(np.flatnonzero(dup)[0])
-                raise ValueError(f"voter {int(voters[j])} labels item {int(items[j])} more than once; "
-                                 "give one label per (item, voter)")
-        return cls._build(items, voters, labels, n_rows, n_voters, n_classes, device)
+        return cls._build(items, voters, labels, n_rows, n_voters, n_classes, device,
+                          duplicate=lambda j: f"voter {int(voters[j])} labels item {int(items[j])} more than once; "
+                          "give one label per (item, voter)")
 
     @classmethod
     def from_dense(cls, values, n_classes: Optional[int] = None, device=None) -> "SparseLabels":
@@ -118,8 +116,7 @@ class SparseLabels:
 
         if not sp.issparse(matrix):
             raise TypeError(f"from_scipy expects a scipy.sparse matrix; got {type(matrix).__name__}")
-        coo = sp.coo_matrix(matrix)
-        coo.sum_duplicates()
+        coo = sp.coo_matrix(matrix)  # duplicates kept: a repeated (item, voter) is an error, never a sum
         values = np.asarray(coo.data)
         if values.size and not np.issubdtype(values.dtype, np.integer):
             if not np.all(np.isfinite(values)) or not np.all(values == np.round(values)):
@@ -130,25 +127,30 @@ class SparseLabels:
             raise ValueError("a scipy.sparse label matrix holds label + 1 >= 1 (0 = missing); got a negative entry")
         return cls._build(coo.row[keep].astype(np.int64), coo.col[keep].astype(np.int64), values[keep] - 1,
                           coo.shape[0], coo.shape[1], _count(values[keep] - 1, n_classes, "n_classes", "labels"),
-                          device, presorted=False)
+                          device)
 
     @classmethod
-    def _build(cls, items, voters, labels, n_rows, n_voters, n_classes, device, presorted=True) -> "SparseLabels":
-        items, voters, labels = (np.asarray(a, dtype=np.int64) for a in (items, voters, labels))
-        if not presorted:
-            order = np.lexsort((voters, items))
-            items, voters, labels = items[order], voters[order], labels[order]
-        if labels.size and labels.max() >= n_classes:
+    def _build(cls, items, voters, labels, n_rows, n_voters, n_classes, device, duplicate=None) -> "SparseLabels":
+        """Both views from triples in any order (``ops.csr_build``, a counting sort: O(labels + items + voters)).
+
+        A repeated ``(item, voter)`` pair is a ``ValueError``; ``duplicate(j)`` words its message for the
+        pair at input position ``j`` in the caller's terms (default: by index)."""
+        from . import ops
+
+        labels = np.asarray(labels)
+        if labels.size and int(labels.max()) >= n_classes:
             raise ValueError(f"labels must be in 0..{n_classes - 1} (n_classes={n_classes}); got {int(labels.max())}")
-        row_ptr = np.zeros(n_rows + 1, dtype=np.int64)
-        np.cumsum(np.bincount(items, minlength=n_rows), out=row_ptr[1:])
-        by_voter = np.argsort(voters, kind="stable")  # within a voter: items ascending
-        col_ptr = np.zeros(n_voters + 1, dtype=np.int64)
-        np.cumsum(np.bincount(voters, minlength=n_voters), out=col_ptr[1:])
-        dt = label_dtype(n_classes)
-        t = lambda a, dtype=torch.int64: torch.as_tensor(np.ascontiguousarray(a)).to(device=device, dtype=dtype)
-        return cls(t(row_ptr), t(voters), t(labels, dt), t(col_ptr), t(items[by_voter]), t(labels[by_voter], dt),
-                   int(n_classes))
+        index = lambda a: torch.from_numpy(np.require(a, np.int64, ["C", "W"]))
+        row_ptr, voter, label, col_ptr, col_row, col_label, first = ops.csr_build(
+            index(items), index(voters), index(labels).to(label_dtype(n_classes)),
+            n_rows, n_voters, n_classes)
+        j = int(first)
+        if j >= 0:
+            raise ValueError(duplicate(j) if duplicate else (f"voter {int(np.asarray(voters)[j])} labels item "
+                                                             f"{int(np.asarray(items)[j])} more than once; give "
+                                                             "one label per (item, voter)"))
+        return cls(*(v.to(device) if device is not None else v for v in (row_ptr, voter, label, col_ptr, col_row,
+                                                                           col_label)), int(n_classes))
 
     def triples(self):
         """``(item, voter, label)`` of every label, by item (int64, int64, int64)."""

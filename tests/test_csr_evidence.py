@@ -143,9 +143,16 @@ def test_corrupt_views_are_errors_not_reads(device, what):
     v = dict(zip(("row_ptr", "voter", "label", "col_ptr", "col_row", "col_label"), (t.clone() for t in views(s))))
     bad = {"voter": 6, "label": 3, "col_row": 600, "col_label": -1, "row_ptr": 10**9, "col_ptr": -5}[what]
     v[what][len(v[what]) // 2] = bad
+    params = tuple(t.to(device) for t in (logp, logpi, la))
+    if device == "cpu" and what.startswith("col_"):
+        # The CPU kernel reads only the by-item view (the counts are fused into it): a corrupt by-voter
+        # view is never read, and the result is the intact one's.
+        got = torch.ops.deem.csr_evidence_pass(*v.values(), *params, True, True)
+        for a, b in zip(got, torch.ops.deem.csr_evidence_pass(*views(s), *params, True, True)):
+            assert torch.equal(a, b)
+        return
     with pytest.raises(RuntimeError, match="outside|must rise|must not decrease|out of range"):
-        torch.ops.deem.csr_evidence_pass(*(t.to(device) for t in v.values()),
-                                         *(t.to(device) for t in (logp, logpi, la)), True, True)
+        torch.ops.deem.csr_evidence_pass(*(t.to(device) for t in v.values()), *params, True, True)
 
 
 @needs_ext
@@ -165,14 +172,78 @@ def test_bad_shapes_and_dtypes():
 
 @needs_ext
 @pytest.mark.parametrize("informative", [False, True])
-def test_cpu_pass_equals_the_dense_pass_bit_for_bit(informative, restore_threads):
-    """Over many row groups of the fixed chunking (40,000 items: 64 groups of 512-item chunks), so that a fit
-    takes the same steps, and stops at the same iteration, in either layout."""
+def test_cpu_pass_equals_the_dense_pass(informative, restore_threads):
+    """Over many item groups (40,000 items: the sparse pass's groups of fused partials, the dense pass's 64
+    chunk groups), the same posteriors bit for bit (one shared softmax) and sums to rounding, for any thread
+    count."""
     x, logp, logpi, la = dense_inputs(40000, 3, 6, informative, seed=11)
     s = SparseLabels.from_dense(x)
+    outs = []
     for threads in (1, 2):
         torch.set_num_threads(threads)
         sparse = torch.ops.deem.csr_evidence_pass(*views(s), logp, logpi, la, True, True)
         dense = torch.ops.deem.hard_evidence_pass(x, logp, logpi, la, True, True)
-        for a, b in zip(sparse, dense):
-            assert torch.equal(a, b)
+        assert torch.equal(sparse[3], dense[3])
+        for a, b in zip(sparse[:3], dense[:3]):
+            torch.testing.assert_close(a, b, rtol=1e-13, atol=0)
+        outs.append(sparse)
+    for a, b in zip(*outs):
+        assert torch.equal(a, b)
+
+
+# ------------------------------------------------------------------------------ building the views
+def random_triples(n, d, k, n_labels, seed=0, duplicates=0):
+    g = torch.Generator().manual_seed(seed)
+    cells = torch.randperm(n * d, generator=g)[:n_labels]
+    if duplicates:
+        cells = torch.cat([cells, cells[torch.randperm(n_labels, generator=g)[:duplicates]]])
+        cells = cells[torch.randperm(cells.shape[0], generator=g)]
+    label = torch.randint(0, k, (cells.shape[0],), generator=g).to(torch.int8)
+    return cells // d, cells % d, label
+
+
+@needs_ext
+@pytest.mark.parametrize("shape", [(300, 40, 3, 2000), (1, 1, 2, 1), (5, 3, 4, 0), (2000, 7, 5, 6000)])
+def test_csr_build_equals_its_twin(shape):
+    n, d, k, n_labels = shape
+    item, voter, label = random_triples(n, d, k, n_labels, seed=n)
+    got = torch.ops.deem.csr_build(item, voter, label, n, d, k)
+    want = R.csr_build(item, voter, label, n, d, k)
+    for a, b in zip(got, want):
+        assert a.dtype == b.dtype and torch.equal(a, b)
+    assert int(got[-1]) == -1
+    s = SparseLabels(*got[:6], k)
+    s.validate()
+    dense = torch.full((n, d), -1, dtype=torch.int64)
+    dense[item, voter] = label.long()
+    assert torch.equal(s.to_dense().long(), dense)
+
+
+@needs_ext
+def test_csr_build_finds_a_repeated_pair_and_keeps_every_label():
+    item, voter, label = random_triples(200, 30, 3, 1500, seed=1, duplicates=3)
+    for impl in (torch.ops.deem.csr_build, R.csr_build):
+        out = impl(item, voter, label, 200, 30, 3)
+        j = int(out[-1])
+        assert j >= 0 and out[1].shape[0] == item.shape[0]  # nothing dropped or merged
+        earlier = ((item[:j] == item[j]) & (voter[:j] == voter[j])).nonzero()
+        assert earlier.numel() == 1  # position j repeats an earlier pair
+    with pytest.raises(ValueError, match="more than once"):
+        SparseLabels.from_triples(item, voter, label)
+
+
+@needs_ext
+@pytest.mark.parametrize("what,bad", [("item", 200), ("voter", -1), ("label", 3)])
+def test_csr_build_bounds_checks(what, bad):
+    item, voter, label = random_triples(200, 30, 3, 500, seed=2)
+    t = {"item": item, "voter": voter, "label": label}
+    t[what] = t[what].clone()
+    t[what][7] = bad
+    with pytest.raises(RuntimeError, match=f"{what} .* at position 7 is outside"):
+        torch.ops.deem.csr_build(t["item"], t["voter"], t["label"], 200, 30, 3)
+
+
+@needs_ext
+def test_csr_build_opcheck():
+    item, voter, label = random_triples(40, 9, 3, 150, seed=3)
+    torch.library.opcheck(torch.ops.deem.csr_build.default, (item, voter, label, 40, 9, 3))

@@ -47,7 +47,7 @@ def test_long_format_errors():
     model = DEEM(epochs=1, cd_k=1, sampler_steps=1, device="cpu").fit_long(df)
     with pytest.raises(ValueError, match="workers the model was not fitted on"):
         model.predict_long(pd.DataFrame({"task": [3], "worker": ["zed"], "label": [0]}))
-    with pytest.raises(ValueError, match="same \\(task, worker\\) pair"):
+    with pytest.raises(ValueError, match="same \\(task, worker\\) pair, for example \\[1, 'a'\\]"):
         DEEM(epochs=1).fit_long(pd.concat([df, df.iloc[:1]]))
     with pytest.raises(ValueError, match="lacks the column"):
         DEEM(epochs=1).fit_long(df.drop(columns="worker"))

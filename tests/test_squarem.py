@@ -126,3 +126,42 @@ def test_fit_with_a_silent_classifier_equals_the_fit_without_it():
 def test_fit_with_no_evidence_at_all_is_a_value_error():
     with pytest.raises(ValueError, match="no evidence"):
         fit_soft_evidence(torch.zeros(5, 3, 2, dtype=torch.float64))
+
+
+def _two_basins():
+    """A toy EM map on one probability with two attracting fixed points, 0.2 and 0.8 (repelling 0.5); the
+    objective is higher at 0.8."""
+    def em_step(theta, need_objective):
+        (p,) = theta
+        moved = p + 0.5 * (p - 0.2) * (0.5 - p) * (p - 0.8) * 4.0
+        score = -((p - 0.8) ** 2).sum() + 0.01 * (p > 0.5).double().sum() if need_objective else None
+        return (moved.clamp(0.0, 1.0),), score, score
+    return em_step
+
+
+def test_best_of_starts_stops_a_start_that_joins_the_first_fixed_point():
+    from deem.solvers.squarem import best_of_starts
+
+    em_step = _two_basins()
+    starts = [(torch.tensor([0.7], dtype=torch.float64),), (torch.tensor([0.9], dtype=torch.float64),)]
+    alone = [squarem(em_step, s, lambda t: t, max_iter=500, tol=1e-12) for s in starts]
+    calls = []
+
+    def counted(theta, need):
+        calls.append(1)
+        return em_step(theta, need)
+
+    theta, history, objective = best_of_starts(counted, starts, lambda t: t, max_iter=500, tol=1e-12)
+    assert float(theta[0]) == pytest.approx(0.8, abs=1e-9) and objective == alone[0][2]
+    # the second start ran only until it came within JOIN_RADIUS of 0.8, not to convergence
+    assert len(calls) < alone[0][3] + alone[1][3]
+
+
+def test_best_of_starts_keeps_the_better_of_two_basins():
+    from deem.solvers.squarem import best_of_starts
+
+    em_step = _two_basins()
+    low, high = (torch.tensor([0.3], dtype=torch.float64),), (torch.tensor([0.6], dtype=torch.float64),)
+    for starts in ([low, high], [high, low]):
+        theta, _, objective = best_of_starts(em_step, starts, lambda t: t, max_iter=500, tol=1e-12)
+        assert float(theta[0]) == pytest.approx(0.8, abs=1e-9) and np.isfinite(objective)

@@ -173,10 +173,10 @@ inline double softmax_in_place(double* s, int64_t K) {
   double mx = s[0];
   for (int64_t m = 1; m < K; ++m) mx = std::max(mx, s[m]);
   double z = 0.0;
-  for (int64_t m = 0; m < K; ++m) z += std::exp(s[m] - mx);
-  const double lse = mx + std::log(z);
-  for (int64_t m = 0; m < K; ++m) s[m] = std::exp(s[m] - lse);
-  return lse;
+  for (int64_t m = 0; m < K; ++m) z += (s[m] = std::exp(s[m] - mx));
+  const double inv = 1.0 / z;  // K exponentials and one log: the softmax is the hot loop's tail
+  for (int64_t m = 0; m < K; ++m) s[m] *= inv;
+  return mx + std::log(z);
 }
 
 inline double hidden_uniform(int64_t seed, int64_t j, int64_t r, int64_t offset) {

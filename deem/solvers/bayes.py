@@ -37,7 +37,7 @@ from ..alignment import confusion_counts
 from ..rbm import RBM
 from ..missingness import abstention_counts
 from .exact import OneUnitFit, start_posteriors
-from .squarem import squarem
+from .squarem import best_of_starts
 
 # Dirichlet pseudo-count of each class in the prior of the class weights.
 CLASS_PRIOR = 1.0
@@ -125,9 +125,10 @@ def train_variational(rbm: RBM, data: LabelData, max_iter: int = 1000, tol: floa
     """Fit the variational posterior; store ``E[log P]`` and ``E[log pi]`` in ``rbm``.
 
     Two starts, the soft and the hard majority vote; the one with the higher
-    evidence lower bound wins. The iteration runs under SQUAREM (the bound is
+    evidence lower bound wins (the second stops once it reaches the basin of the first
+    one's fixed point). The iteration runs under SQUAREM (the bound is
     its objective); it stops when one iteration moves no posterior-mean
-    probability by ``tol`` (checked every 5 cycles) or after ``max_iter`` iterations;
+    probability by ``tol`` (checked every cycle) or after ``max_iter`` iterations;
     ``max_iter=0`` keeps the posterior of the confusions at each start under the prior's
     start values (anchored at the majority vote, :mod:`deem.anchor`). ``learn=False`` keeps the prior at its start. With ``informative=True`` every
     voter also has a rate of voting per class, ``f_im ~ Beta(vote, abstain)`` with its
@@ -199,16 +200,15 @@ def train_variational(rbm: RBM, data: LabelData, max_iter: int = 1000, tol: floa
             move = torch.maximum(move, (ra[0] / ra.sum(dim=0) - rb[0] / rb.sum(dim=0)).abs().max())
         return move
 
-    def run(q0):
-        start = torch.tensor([math.log(x) for x in start_prior], dtype=torch.float64, device=dev)
-        counts = confusion_counts(data, q0).permute(1, 2, 0).contiguous()
-        theta, history, elbo, _ = squarem(em_step, (counts, q0.sum(dim=0), start), normalize, int(max_iter), tol,
-                                          distance=distance)
-        post, post_pi, rates, params = posterior(theta)
-        return (elbo, *expected_logs(post, rates), _expected_log(post_pi, dim=0), history, params)
+    def start(q0):
+        log_prior = torch.tensor([math.log(x) for x in start_prior], dtype=torch.float64, device=dev)
+        return confusion_counts(data, q0).permute(1, 2, 0).contiguous(), q0.sum(dim=0), log_prior
 
-    _, elog_p, elog_abstain, elog_pi, history, params = max(
-        (run(q0.to(dev)) for q0 in start_posteriors(data)), key=lambda fit: fit[0])
+    starts = (start(q0.to(dev)) for q0 in start_posteriors(data))
+    theta, history, _ = best_of_starts(em_step, starts, normalize, int(max_iter), tol, distance=distance)
+    post, post_pi, rates, params = posterior(theta)
+    elog_p, elog_abstain = expected_logs(post, rates)
+    elog_pi = _expected_log(post_pi, dim=0)
     prior = dict(zip(("diag", "off", "vote", "abstain"), params))
     fit = OneUnitFit(elog_p, elog_pi, elog_abstain, history, prior)
     rbm.set_one_unit(fit.logp, fit.logpi, fit.log_abstain)

@@ -14,7 +14,7 @@ from .. import ops
 from .._validation import LabelData, evidence_pass
 from ..alignment import confusion_counts, vote_counts
 from ..rbm import RBM
-from .squarem import squarem
+from .squarem import best_of_starts
 
 # Diagonal pseudo-counts per confusion column in the exact solver's prior ("classifiers
 # beat chance"); see ``train_exact``.
@@ -164,8 +164,9 @@ def train_exact(rbm: RBM, data: LabelData, prior_strength: float, max_iter: int 
     EM starts from the soft majority vote and from the hard one; the fit with
     the higher penalized likelihood (log-likelihood plus the priors' terms) wins.
     EM runs under SQUAREM (:mod:`deem.solvers.squarem`): same fixed points, several
-    times fewer passes where plain EM crawls. It stops when one EM step moves
-    no probability by ``tol`` (checked every 5 SQUAREM cycles) or after
+    times fewer passes where plain EM crawls; the second start stops once it reaches the
+    basin of the first one's fixed point (``best_of_starts``). It stops when one EM step moves
+    no probability by ``tol`` (checked every SQUAREM cycle) or after
     ``max_iter`` EM steps; ``max_iter=0`` keeps the M-step at each start (the
     parameters anchored at the majority vote, :mod:`deem.anchor`). The history is the
     mean negative log-likelihood at each check of the winning run; on return the RBM holds the fit (``RBM.set_one_unit``).
@@ -212,15 +213,14 @@ def train_exact(rbm: RBM, data: LabelData, prior_strength: float, max_iter: int 
         score = -nll + penalty(logp, pooled, prior_strength, diagonal_strength)
         return new_theta, score, nll / n
 
-    def run(q0):
+    def start(q0):
         counts = confusion_counts(data, q0).permute(1, 2, 0)  # (K_l, K_m, D)
         logp, logpi, _ = m_step(counts, q0.sum(dim=0), prior_strength, diagonal_strength)
-        theta, history, score, _ = squarem(em_step, (logp.exp(), logpi.exp()), normalize_probabilities,
-                                           max_iter, tol)
-        logp, logpi = log_params(theta)
-        return score, logp, logpi, history
+        return logp.exp(), logpi.exp()
 
-    _, logp_ext, logpi, history = max((run(q0.to(dev)) for q0 in start_posteriors(data)), key=lambda fit: fit[0])
+    starts = (start(q0.to(dev)) for q0 in start_posteriors(data))
+    theta, history, _ = best_of_starts(em_step, starts, normalize_probabilities, max_iter, tol)
+    logp_ext, logpi = log_params(theta)
     logp, log_abstain = split(logp_ext)
     fit = OneUnitFit(logp, logpi, log_abstain, history)
     rbm.set_one_unit(fit.logp, fit.logpi, fit.log_abstain)

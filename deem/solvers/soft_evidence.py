@@ -36,7 +36,7 @@ import torch
 from .. import ops
 from .exact import (EXACT_DIAGONAL_STRENGTH, informative_prior_terms, log_params, map_m_step,
                       map_m_step_informative, normalize_probabilities, prior_terms)
-from .squarem import squarem
+from .squarem import best_of_starts
 
 __all__ = ["fit_soft_evidence", "posterior_soft_evidence"]
 
@@ -191,18 +191,17 @@ def _fit(values: torch.Tensor, prior_strength: float, max_iter: int, tol: float,
         score = -nll + penalty(logp, pooled, prior_strength, EXACT_DIAGONAL_STRENGTH)
         return (new_logp.exp(), new_logpi.exp()), score, nll / rows.clamp(min=1)
 
-    def run(q0):
+    def start(q0):
         logp, logpi, _ = m_step(_fractional_counts(values, q0), q0.sum(dim=0), prior_strength,
                                 EXACT_DIAGONAL_STRENGTH)
-        theta, history, score, _ = squarem(em_step, (logp.exp(), logpi.exp()), normalize_probabilities,
-                                           int(max_iter), tol)
-        logp, logpi = log_params(theta)
-        return score, logp, logpi, history
+        return logp.exp(), logpi.exp()
 
     avg = _average_posterior(values)
     has = avg.sum(dim=1, keepdim=True) > 0
     hard = torch.nn.functional.one_hot(avg.argmax(dim=1), k).to(torch.float64) * has
-    _, logp, logpi, history = max((run(q0) for q0 in (avg, hard)), key=lambda fit: fit[0])
+    theta, history, _ = best_of_starts(em_step, (start(q0) for q0 in (avg, hard)), normalize_probabilities,
+                                       int(max_iter), tol)
+    logp, logpi = log_params(theta)
     return logp, logpi, history
 
 
