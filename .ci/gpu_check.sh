@@ -3,7 +3,8 @@
 # with CUDA and nvcc; run from the repository root): build with the CUDA kernels,
 # run the whole test suite (the cuda-parametrized tests then run instead of
 # skipping), the op tests under compute-sanitizer memcheck, and the CUDA benchmarks
-# (throughput; GWG vs DLP mixing and time per step).
+# (throughput; GWG vs DLP mixing and time per step; sparse crowds at 5 M and 50 M labels, ours only:
+# the peers' venv and ../shared do not travel to the GPU machine).
 # Results go to ${OUT:-./gpu-check}.
 set -euo pipefail
 OUT="${OUT:-./gpu-check}"
@@ -15,3 +16,4 @@ compute-sanitizer --tool memcheck --error-exitcode 1 python -m pytest -q -x test
   2>&1 | tee "$OUT/memcheck.log" | tail -n 5
 python benchmarks/throughput.py --device cuda --skip-reference --json "$OUT/throughput-cuda.json" 2>&1 | tee "$OUT/throughput.log"
 python benchmarks/samplers.py --device cuda --chains 100000 --json "$OUT/samplers-cuda.json" 2>&1 | tee "$OUT/samplers.log"
+timeout 300 python benchmarks/scale.py --device cuda --labels 5M,50M --real "" --methods ours --json "$OUT/scale-cuda.json" 2>&1 | tee "$OUT/scale.log" || echo "scale benchmark stopped (timeout or error)"

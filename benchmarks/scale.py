@@ -3,6 +3,7 @@
     OMP_NUM_THREADS=1 python benchmarks/scale.py [--labels 0.5M,5M] [--per-task 5] [--classes 3]
         [--methods ours,ds,mv] [--peers-python /work/venvs/bench/bin/python] [--ds-timeout 600]
         [--datasets-dir ../shared/datasets] [--real rte,dog,face,product,web,ms,sp,adult2] [--json out.json]
+        [--device cuda]
 
 Each measurement runs in a fresh subprocess (``--run``), so its peak RSS (``ru_maxrss``) is its own: the
 subprocess builds the long-format frame, then runs one method on it and reports the method's wall seconds,
@@ -108,7 +109,7 @@ def run_one(spec: dict) -> dict:
     before = _rss_mb()
     t0 = time.perf_counter()
     if spec["method"] == "ours":
-        model = DEEM(random_state=0).fit_long(df)
+        model = DEEM(random_state=0, device=spec.get("device", "auto")).fit_long(df)
         fit_passes = passes[0]
         pred = model.predict_long(df)
         extra = {"solver_": model.solver_, "layout_": model.layout_, "passes": fit_passes,
@@ -138,6 +139,7 @@ def main(argv=None) -> int:
     ap.add_argument("--datasets-dir", default=os.path.join(REPO, "..", "shared", "datasets"))
     ap.add_argument("--real", default="rte,dog,face,product,web,ms,sp,adult2")
     ap.add_argument("--json")
+    ap.add_argument("--device", default="auto", help="DEEM's device (cuda: the peers still run on the CPU)")
     ap.add_argument("--run", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.run:
@@ -152,7 +154,7 @@ def main(argv=None) -> int:
                       "per_task": args.per_task, "classes": args.classes})
     for name in filter(None, args.real.split(",")):
         specs.append({"kind": "real", "name": name, "datasets_dir": os.path.abspath(args.datasets_dir)})
-    results = {"meta": {"command": " ".join([os.path.basename(sys.executable)] + sys.argv),
+    results = {"meta": {"command": " ".join([os.path.basename(sys.executable)] + sys.argv), "device": args.device,
                         "machine": f"{platform.platform()}, {os.cpu_count()} CPUs",
                         "threads": os.environ.get("OMP_NUM_THREADS"), "when": time.strftime("%Y-%m-%dT%H:%M:%S")},
                "runs": []}
@@ -162,7 +164,7 @@ def main(argv=None) -> int:
             if method != "ours" and not os.path.exists(py):
                 print(f"{spec['name']} {method}: skipped (no {py})", file=sys.stderr)
                 continue
-            run = dict(spec, method=method)
+            run = dict(spec, method=method, device=args.device)
             try:
                 proc = subprocess.run([py, os.path.abspath(__file__), "--run", json.dumps(run)], capture_output=True,
                                       text=True, timeout=args.ds_timeout if method == "ds" else None)

@@ -48,7 +48,8 @@ TORCH_LIBRARY(deem, m) {
   m.def("hard_evidence_pass(Tensor labels, Tensor logp, Tensor logpi, Tensor log_abstain, bool want_counts, bool want_posterior) -> (Tensor, Tensor, Tensor, Tensor)");
   // hard_evidence_pass on labels stored sparse (common/csr.h): by item (row_ptr (N + 1), voter (L),
   // label (L)) for the posteriors, and by voter (col_ptr (D + 1), col_row (L), col_label (L)) for the
-  // expected counts ((0)-shaped when want_counts is false). Same outputs as hard_evidence_pass; a call
+  // expected counts on CUDA ((0)-shaped when want_counts is false; the CPU kernel fuses the counts into
+  // the by-item pass and does not read it). Same outputs as hard_evidence_pass; a call
   // costs O(labels * K + N * K + D * K * K).
   m.def("csr_evidence_pass(Tensor row_ptr, Tensor voter, Tensor label, Tensor col_ptr, Tensor col_row, Tensor col_label, Tensor logp, Tensor logpi, Tensor log_abstain, bool want_counts, bool want_posterior) -> (Tensor, Tensor, Tensor, Tensor)");
   // The two views of csr_evidence_pass from (item, voter, label) triples in any order (counting

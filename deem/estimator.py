@@ -307,12 +307,12 @@ class DEEM(BaseEstimator):
         check_is_fitted(self, "model_")
         data = check_labels(predictions, n_classes=self.n_classes_, n_classifiers=self.n_classifiers_)
         if is_sparse(data) and (self.model_.n_hidden != 1 or getattr(self, "preprocessor_", None) is not None):
-            data = LabelData(data.to_dense(), False, data.n_classes)  # read dense (see _arrange)
+            data = _densify(data, "this model")  # read dense (see _arrange)
         probs = self._raw_probs(data)
         if align_to is not None:
             ref = check_labels(align_to, n_classes=self.n_classes_, n_classifiers=self.n_classifiers_)
             if is_sparse(ref) and (self.model_.n_hidden != 1 or getattr(self, "preprocessor_", None) is not None):
-                ref = LabelData(ref.to_dense(), False, ref.n_classes)
+                ref = _densify(ref, "this model")
             self.class_map_ = self._alignment_against(ref.to(self.device_))
         aligned = self._apply_map(probs)
         labels = aligned.argmax(dim=1)
@@ -415,8 +415,10 @@ class DEEM(BaseEstimator):
                              f"{self.use_preprocessing}, auto_hyperparameters={self.auto_hyperparameters!r} "
                              "need the dense layout")
         if is_sparse(data):
-            return data if one_unit and self.layout != "dense" else LabelData(data.to_dense(), False,
-                                                                              data.n_classes)
+            if one_unit and self.layout != "dense":
+                return data
+            return _densify(data, f"solver={self.solver!r}, hidden_dim={self.hidden_dim}, use_preprocessing="
+                                  f"{self.use_preprocessing}, auto_hyperparameters={self.auto_hyperparameters!r}")
         present = int((data.values >= 0).sum()) / max(data.values.numel(), 1)  # no N x D float copy
         if self.layout == "sparse" or (self.layout == "auto" and one_unit and present < SPARSE_BELOW):
             from .sparse import SparseLabels
@@ -628,6 +630,24 @@ class DEEM(BaseEstimator):
     @staticmethod
     def _to_numpy(x):
         return x.cpu().numpy() if isinstance(x, torch.Tensor) else x
+
+
+# Labels stored sparse are read dense only up to this many (item, voter) cells (1 byte each, int8 labels):
+# beyond it the dense matrix, not the labels, would fill the memory.
+DENSIFY_LIMIT = 1 << 31
+
+
+def _densify(data, who: str) -> LabelData:
+    """Sparse labels as a dense ``LabelData`` for the dense-only paths, or a ``ValueError`` when too large."""
+    cells = data.n_rows * data.n_classifiers
+    if cells > DENSIFY_LIMIT:
+        raise ValueError(
+            f"{who} reads labels dense, and these are {data.n_rows:,} items x {data.n_classifiers:,} voters = "
+            f"{cells / 1e9:.1f} G cells for {data.n_labels:,} labels (the limit is {DENSIFY_LIMIT / 1e9:.1f} G, "
+            f"deem.estimator.DENSIFY_LIMIT); the one-hidden-unit solvers read them sparse: solver in "
+            f"{sorted(name for name, s in solvers.SOLVERS.items() if s.one_unit)} with hidden_dim=1, no "
+            "preprocessing, auto_hyperparameters=False")
+    return LabelData(data.to_dense(), False, data.n_classes)
 
 
 def _describe(pre: Preprocessor) -> dict:

@@ -7,7 +7,8 @@ only the ``(item, voter, label)`` triples, in two views of the same labels:
 * by item (CSR): ``row_ptr`` ``(N + 1)``, ``voter`` ``(L)``, ``label`` ``(L)`` -- a row's
   labels are ``[row_ptr[n], row_ptr[n + 1])``, voters ascending;
 * by voter (CSC): ``col_ptr`` ``(D + 1)``, ``col_row`` ``(L)``, ``col_label`` ``(L)`` --
-  what the kernels read to add each voter's expected counts without partial buffers.
+  what the CUDA kernels read to give each voter's expected counts one owner (the CPU kernel fuses
+  the counts into the by-item pass).
 
 A missing label is an absent triple. Build one with :meth:`SparseLabels.from_triples`
 (three integer arrays, e.g. the coded columns of a long-format frame),

@@ -183,3 +183,15 @@ def test_a_hand_built_sparse_value_is_checked_before_any_kernel(corrupt):
     model = DEEM().fit(X)
     with pytest.raises((ValueError, TypeError), match="voter|label|row_ptr|view"):
         model.predict(bad)
+
+
+def test_a_dense_only_solver_refuses_to_densify_a_huge_sparse_crowd(monkeypatch):
+    """Sparse labels too large to hold dense get a clear error naming the sparse-reading solvers, not an OOM."""
+    import deem.estimator as E
+
+    s = SparseLabels.from_triples([0, 1, 2, 3], [0, 1, 2, 0], [0, 1, 1, 0], n_rows=4, n_voters=3)
+    monkeypatch.setattr(E, "DENSIFY_LIMIT", 11)
+    with pytest.raises(ValueError, match="reads labels dense.*solver in \\[.*'bayes'"):
+        DEEM(solver="gwg", epochs=1, random_state=0).fit(s)
+    monkeypatch.setattr(E, "DENSIFY_LIMIT", 12)
+    DEEM(solver="gwg", epochs=1, random_state=0).fit(s)  # 4 x 3 cells: dense is fine

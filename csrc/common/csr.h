@@ -2,7 +2,8 @@
 // sparse, two views of the same (item, voter, label) triples --
 //   by item  (CSR): row_ptr (N + 1) int64, voter (L) int64, label (L) integer;
 //   by voter (CSC): col_ptr (D + 1) int64, col_row (L) int64, col_label (L) integer
-// (the CSC view is read only for the expected counts; (0)-shaped when want_counts is false).
+// (the CSC view is read only for the expected counts, by the CUDA kernels; (0)-shaped when want_counts
+// is false).
 // The shape and dtype checks live here (one set of messages); the parameters are checked and
 // folded as for the dense pass (common/evidence.h). Index *values* are bounds-checked by the
 // kernels as they read them.
