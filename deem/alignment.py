@@ -100,16 +100,26 @@ def confusion_counts(data: LabelData, posterior: torch.Tensor) -> torch.Tensor:
     return out.view(d, k, k)
 
 
+def agreement_table(predicted: np.ndarray, reference: np.ndarray, n_classes: int) -> np.ndarray:
+    """``(K, K)`` int64 counts of (predicted, reference) pairs; rows where either side is ``-1`` are ignored."""
+    predicted = np.asarray(predicted, dtype=np.int64)
+    reference = np.asarray(reference, dtype=np.int64)
+    keep = (predicted >= 0) & (reference >= 0)
+    return np.bincount(predicted[keep] * n_classes + reference[keep],
+                       minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+
+
 def hungarian_map(predicted: np.ndarray, reference: np.ndarray, n_classes: int) -> np.ndarray:
     """Permutation ``map[k]`` of predicted classes maximizing agreement with ``reference``.
 
     Rows where either side is ``-1`` are ignored.
     """
-    predicted = np.asarray(predicted, dtype=np.int64)
-    reference = np.asarray(reference, dtype=np.int64)
-    keep = (predicted >= 0) & (reference >= 0)
-    table = np.zeros((n_classes, n_classes), dtype=np.int64)
-    np.add.at(table, (predicted[keep], reference[keep]), 1)
+    return assignment_from_table(agreement_table(predicted, reference, n_classes))
+
+
+def assignment_from_table(table: np.ndarray) -> np.ndarray:
+    """The permutation ``map[k]`` maximizing the agreement ``sum_k table[k, map[k]]`` (Hungarian)."""
+    n_classes = table.shape[0]
     rows, cols = linear_sum_assignment(table, maximize=True)
     mapping = np.empty(n_classes, dtype=np.int64)
     mapping[rows] = cols

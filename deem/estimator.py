@@ -11,8 +11,9 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import persistence
 from ._validation import LabelData, check_choice, check_labels, check_true_labels, is_sparse, present_rows
-from .alignment import hungarian_map, majority_vote
-from .long_format import learn_coding, to_sparse
+from .alignment import agreement_table, assignment_from_table, hungarian_map, majority_vote
+from .distributed import check_distributed, checked, resolve as resolve_distributed, total, total_int
+from .long_format import learn_coding, to_sparse, union_coding
 from .preprocessing import ACTIVATIONS, PREPROCESSING_INITS, Preprocessor
 from .rbm import RBM
 from . import solvers
@@ -79,6 +80,7 @@ class DEEM(BaseEstimator):
         missing: str = "auto",
         anchor: str = "auto",
         layout: str = "auto",
+        distributed=False,
     ):
         self.n_classes = n_classes
         self.hidden_dim = hidden_dim
@@ -111,6 +113,7 @@ class DEEM(BaseEstimator):
         self.missing = missing
         self.anchor = anchor
         self.layout = layout
+        self.distributed = distributed
 
     # ------------------------------------------------------------------ fit
     def fit(self, predictions, labels=None, verbose: Optional[bool] = None):
@@ -123,14 +126,17 @@ class DEEM(BaseEstimator):
         defaults are predicted from the data (``hyperparameters_`` holds what
         was used).
         """
-        self._check_hyperparameters()
+        comm = self._comm()  # first: every rank reaches the same collectives, whatever fails later
         verbose = self.verbose if verbose is None else bool(verbose)
-        device = self._resolve_device()
-        data = self._arrange(check_labels(predictions, n_classes=self.n_classes)).to(device)
+        device = checked(comm, "checking the settings", lambda: (self._check_hyperparameters(),
+                                                                 self._resolve_device())[1])
+        data = checked(comm, "checking the labels", lambda: check_labels(predictions, n_classes=self.n_classes))
+        data = self._agree_labels(data, comm)
+        data = checked(comm, "arranging the labels", lambda: self._arrange(data)).to(device)
         self.layout_ = "sparse" if is_sparse(data) else "dense"
         all_rows = data
         keep = present_rows(data)
-        self.n_dropped_rows_ = int((~keep).sum())
+        self.n_dropped_rows_ = total_int(comm, int((~keep).sum()))
         if self.n_dropped_rows_:
             data = data.select(keep)
         hp = self._effective_hyperparameters(data, verbose)
@@ -153,7 +159,7 @@ class DEEM(BaseEstimator):
             sampler_steps=int(self.sampler_steps), deterministic=bool(self.deterministic),
             scheduler=hp["scheduler"], init_method=init_method, use_weighted=bool(self.use_weighted),
             preprocessing=pre, refit=refit, device=device, host_generator=host_gen, device_generator=dev_gen,
-            verbose=verbose)
+            verbose=verbose, comm=comm)
         impl = solvers.get_solver(solver)
         impl.check(data, settings)
         result = impl.fit(data, all_rows, settings)
@@ -161,7 +167,7 @@ class DEEM(BaseEstimator):
             setattr(self, name, value)
         if result.fitted_all_rows:
             data = all_rows  # every row was fitted: an all-abstain row is evidence
-        if verbose and result.report:
+        if verbose and result.report and (comm is None or comm.rank == 0):
             print(result.report, file=sys.stderr)
         self.model_ = result.model
         self.history_ = result.history
@@ -173,12 +179,46 @@ class DEEM(BaseEstimator):
         self.n_classifiers_ = data.n_classifiers
         self.n_features_in_ = data.n_classifiers
         self.soft_labels_ = data.soft
-        self.coverage_ = (present_per_voter(all_rows).double() / all_rows.n_rows).cpu().numpy()
+        self.coverage_ = (total(comm, present_per_voter(all_rows).double())
+                          / total_int(comm, all_rows.n_rows)).cpu().numpy()
+        self.rank_, self.n_ranks_ = (0, 1) if comm is None else (comm.rank, comm.world)
+        self._fit_comm = comm
         self.is_fitted_ = True
         # Align hidden states to the classes of the training data's majority vote,
         # so predictions come out in the input's label coding.
-        self.class_map_ = self._alignment_against(data)
+        self.class_map_ = self._alignment_against(data, comm)
         return self
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("_fit_comm", None)  # a process group does not pickle; a loaded model predicts locally
+        return state
+
+    def _comm(self):
+        """The collectives of a distributed fit (``distributed``; :mod:`deem.distributed`), or ``None``."""
+        comm = resolve_distributed(check_distributed(self.distributed))
+        if comm is not None:
+            params = {k: repr(v) for k, v in self.get_params().items() if k != "distributed"}
+            comm.agree("the estimator's settings", params)
+            if self.auto_hyperparameters:
+                raise ValueError("auto_hyperparameters reads every item's meta-features; a distributed fit needs "
+                                 "auto_hyperparameters=False")
+        return comm
+
+    @staticmethod
+    def _agree_labels(data, comm):
+        """Under a distributed fit: one number of classes (the largest any rank saw), voters and kind of labels,
+        and at least one item on every rank -- or the same ``ValueError`` on every rank."""
+        if comm is None:
+            return data
+        comm.agree("the number of voters (columns)", data.n_classifiers)
+        comm.agree("soft or hard labels", bool(data.soft))
+        k = comm.max_int(data.n_classes)
+        if k != data.n_classes:
+            if data.soft:
+                raise ValueError(f"distributed fit: soft labels of {data.n_classes} classes on this rank, {k} on another")
+            data.n_classes = k
+        return data
 
     def _effective_hyperparameters(self, data: LabelData, verbose: bool) -> dict:
         """The values ``fit`` uses: the constructor's, with predictions filled in under ``auto_hyperparameters``.
@@ -363,8 +403,13 @@ class DEEM(BaseEstimator):
         Learns ``workers_`` (column order) and ``classes_`` (label coding:
         ``0..K-1`` for integer labels, else the sorted distinct labels).
         """
-        workers, classes = learn_coding(df, worker, label, self.n_classes)
-        coded = to_sparse(df, task, worker, label, workers, classes)  # never a dense tasks x workers matrix
+        comm = self._comm()
+        workers, classes = checked(comm, "reading the long-format frame",
+                                   lambda: learn_coding(df, worker, label, self.n_classes))
+        if comm is not None:  # one coding for every rank: the union of what each saw
+            workers, classes = union_coding(comm, workers, classes)
+        coded = checked(comm, "coding the long-format frame",  # never a dense tasks x workers matrix
+                        lambda: to_sparse(df, task, worker, label, workers, classes))
         fitted_n_classes = self.n_classes
         try:
             self.n_classes = len(classes)
@@ -451,7 +496,12 @@ class DEEM(BaseEstimator):
         if self.preprocessor_ is not None:
             state.update({"pre." + k: v.detach().cpu() for k, v in self.preprocessor_.state_dict().items()})
         params = {k: _plain(v) for k, v in self.get_params().items()}
-        persistence.save_state({"params": params, "fitted": fitted, "state": state}, path)
+        params["distributed"] = False  # a loaded model predicts locally
+        comm = getattr(self, "_fit_comm", None)
+        if comm is None or comm.rank == 0:  # a distributed fit is written once, by rank 0
+            persistence.save_state({"params": params, "fitted": fitted, "state": state}, path)
+        if comm is not None:
+            comm.dist.barrier(group=comm.group)  # no rank reads the file before it is there
 
     def load(self, path):
         """Load a model written by ``save`` into this estimator; returns ``self``."""
@@ -615,10 +665,13 @@ class DEEM(BaseEstimator):
                 chunks.append(self.model_.hidden_probs(part)[:, 0, :])
         return torch.cat(chunks) if len(chunks) > 1 else chunks[0]
 
-    def _alignment_against(self, reference: LabelData) -> np.ndarray:
+    def _alignment_against(self, reference: LabelData, comm=None) -> np.ndarray:
         mv = majority_vote(reference)
         predicted = self._raw_probs(reference).argmax(dim=1)
-        return hungarian_map(predicted.cpu().numpy(), mv.cpu().numpy(), self.n_classes_)
+        table = agreement_table(predicted.cpu().numpy(), mv.cpu().numpy(), self.n_classes_)
+        if comm is not None:  # the union's table: every rank aligns the same way
+            table = comm.sum(torch.as_tensor(table)).numpy()
+        return assignment_from_table(table)
 
     def _apply_map(self, probs: torch.Tensor) -> torch.Tensor:
         if self.class_map_ is None:

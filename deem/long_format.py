@@ -115,6 +115,21 @@ def _codes(df, task, worker, label, workers, classes, check_duplicates=True):
             np.asarray(codes, dtype=np.int64))
 
 
+def union_coding(comm, workers: np.ndarray, classes: np.ndarray):
+    """The coding every rank of a distributed fit uses: the union of the workers and of the classes each saw,
+    sorted as ``learn_coding`` sorts them (a worker seen on one rank only still gets one column everywhere)."""
+    seen = comm.gather(([_plain_id(w) for w in workers], [_plain_id(c) for c in classes]))
+    all_workers = sorted(set().union(*(w for w, _ in seen)), key=_sort_key)
+    all_classes = sorted(set().union(*(c for _, c in seen)), key=_sort_key)
+    if all(isinstance(c, (int, np.integer)) for c in all_classes):
+        return np.array(all_workers, dtype=object), np.arange(max(all_classes) + 1)
+    return np.array(all_workers, dtype=object), np.array(all_classes, dtype=object)
+
+
+def _plain_id(x):
+    return x.item() if isinstance(x, np.generic) else x
+
+
 def _sort_key(x):
     # Sort numbers numerically and everything else by its text, without mixing type errors.
     return (0, x, "") if isinstance(x, (int, float, np.integer, np.floating)) else (1, 0, str(x))

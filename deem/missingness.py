@@ -39,6 +39,7 @@ import torch
 from scipy.special import betaln
 
 from ._validation import check_choice
+from .distributed import total, total_many
 
 MISSING = ("auto", "ignorable", "informative")
 
@@ -77,25 +78,27 @@ def _tally(a: torch.Tensor, b: torch.Tensor, n_a: int, n_b: int) -> torch.Tensor
     return torch.bincount(a.long() * n_b + b.long(), minlength=n_a * n_b).view(n_a, n_b).double()
 
 
-def one_class_share(values, n_classes: int) -> float:
+def one_class_share(values, n_classes: int, comm=None) -> float:
     """Share of the labels given by one-class voters (see the module): all their labels name one class, and
-    the chance of that at the labels' overall class shares, ``sum_c share_c ** n``, is under ``ONE_CLASS_CHANCE``."""
+    the chance of that at the labels' overall class shares, ``sum_c share_c ** n``, is under ``ONE_CLASS_CHANCE``.
+    ``comm`` (:mod:`deem.distributed`): ``values`` is this rank's share of the items; the counts are summed."""
     _, d, _, col, lab = _triples(values)
-    if lab.numel() == 0:
-        return 0.0
-    counts = _tally(col, lab, d, n_classes)
+    counts = total(comm, _tally(col, lab, d, n_classes))
     given = counts.sum(dim=1)
+    if float(given.sum()) == 0:
+        return 0.0
     shares = counts.sum(dim=0) / given.sum()
     chance = (shares.unsqueeze(0) ** given.unsqueeze(1)).sum(dim=1)  # (D,)
     one_class = ((counts > 0).sum(dim=1) == 1) & (chance < ONE_CLASS_CHANCE)
     return float(given[one_class].sum() / given.sum())
 
 
-def presence_log_bayes_factor(values: torch.Tensor, n_classes: int) -> float:
+def presence_log_bayes_factor(values: torch.Tensor, n_classes: int, comm=None) -> float:
     """Log Bayes factor of "a voter's presence depends on the class" against "it does not" (see the module).
 
     ``values`` ``(N, D)`` hard labels, ``-1`` missing, or a :class:`deem.sparse.SparseLabels`.
-    Positive: the data favour informative missingness.
+    Positive: the data favour informative missingness. ``comm``: ``values`` is this rank's share of the
+    items; the tables the test reads (rows per group, a voter's presence per group) are summed.
     """
     k = n_classes
     n, d, row, col, lab = _triples(values)
@@ -111,11 +114,14 @@ def presence_log_bayes_factor(values: torch.Tensor, n_classes: int) -> float:
     rows_per_group = torch.bincount(group, minlength=g1).double()  # (G,)
     present_in = _tally(col, loo, d, g1)  # present rows by the others' vote
     present_mv = _tally(col, group[row], d, g1)  # present rows by the full vote
+    total_present = torch.bincount(col, minlength=d).double()
+    rows_per_group, present_in, present_mv, total_present = total_many(comm, rows_per_group, present_in, present_mv,
+                                                                       total_present)
+    n = int(round(float(rows_per_group.sum())))
     size = rows_per_group.unsqueeze(0) - present_mv + present_in  # (D, G): rows in each group, per voter
     hits = present_in
-    total = torch.bincount(col, minlength=d).double()
-    keep = (total > 0) & (total < n)
-    size, hits, total = (t.cpu().numpy() for t in (size[keep], hits[keep], total[keep]))
+    keep = (total_present > 0) & (total_present < n)
+    size, hits, total_present = (t.cpu().numpy() for t in (size[keep], hits[keep], total_present[keep]))
     grouped = np.where(size > 0, betaln(1.0 + hits, 1.0 + size - hits), 0.0).sum()
-    pooled = betaln(1.0 + total, 1.0 + n - total).sum()
+    pooled = betaln(1.0 + total_present, 1.0 + n - total_present).sum()
     return float(grouped - pooled)

@@ -47,6 +47,7 @@ class Settings:
     host_generator: Optional[torch.Generator] = None
     device_generator: Optional[torch.Generator] = None
     verbose: bool = False
+    comm: Any = None  # deem.distributed.Comm of a distributed fit (None: local)
 
 
 @dataclass

@@ -36,6 +36,7 @@ from .._validation import LabelData, evidence_pass
 from ..alignment import confusion_counts
 from ..rbm import RBM
 from ..missingness import abstention_counts
+from ..distributed import total_int, total_many
 from .exact import OneUnitFit, start_posteriors
 from .squarem import best_of_starts
 
@@ -121,7 +122,7 @@ def learn_prior(expected_log_sum: np.ndarray, n_columns: int, start) -> tuple:
 
 
 def train_variational(rbm: RBM, data: LabelData, max_iter: int = 1000, tol: float = 1e-8,
-                      learn: bool = True, informative: bool = False) -> OneUnitFit:
+                      learn: bool = True, informative: bool = False, comm=None) -> OneUnitFit:
     """Fit the variational posterior; store ``E[log P]`` and ``E[log pi]`` in ``rbm``.
 
     Two starts, the soft and the hard majority vote; the one with the higher
@@ -137,12 +138,13 @@ def train_variational(rbm: RBM, data: LabelData, max_iter: int = 1000, tol: floa
     the voter's votes, not its abstentions. Returns a ``OneUnitFit``: the negative
     evidence lower bound per row at each check of the winning run and the learned
     prior (``{'diag', 'off'[, 'vote', 'abstain']}``) the final posteriors were computed with.
+    ``comm`` (:mod:`deem.distributed`): ``data`` is this rank's share; every sum over items is all-reduced.
     """
     if rbm.n_hidden != 1:
         raise ValueError("solver='bayes' needs hidden_dim=1 (one hidden unit of K states)")
     if data.soft:
         raise ValueError("solver='bayes' takes hard labels; for soft labels use solver='exact' (or 'auto')")
-    n, k, d = data.n_rows, rbm.n_classes, rbm.n_visible
+    n, k, d = total_int(comm, data.n_rows), rbm.n_classes, rbm.n_visible
     dev = rbm.W.device
     start_prior = PRIOR_START + (RATE_PRIOR_START if informative else ())
     lo, hi = math.log(PRIOR_BOUNDS[0]), math.log(PRIOR_BOUNDS[1])
@@ -177,7 +179,7 @@ def train_variational(rbm: RBM, data: LabelData, max_iter: int = 1000, tol: floa
                 learn_rate_prior(*(float(x) for x in _expected_log(rates, dim=0).sum(dim=(1, 2))), d * k,
                                  params[2:]) if informative else ())
         elog_p, elog_abstain = expected_logs(post, rates, elog_conf)
-        counts, mass, nll, _ = evidence_pass(data, elog_p, elog_pi, elog_abstain, True, False)
+        counts, mass, nll = total_many(comm, *evidence_pass(data, elog_p, elog_pi, elog_abstain, True, False)[:3])
         new_theta = (counts, mass, torch.tensor([math.log(x) for x in params], dtype=torch.float64, device=dev))
         if not need_objective:
             return new_theta, None, None
@@ -202,7 +204,8 @@ def train_variational(rbm: RBM, data: LabelData, max_iter: int = 1000, tol: floa
 
     def start(q0):
         log_prior = torch.tensor([math.log(x) for x in start_prior], dtype=torch.float64, device=dev)
-        return confusion_counts(data, q0).permute(1, 2, 0).contiguous(), q0.sum(dim=0), log_prior
+        counts, mass = total_many(comm, confusion_counts(data, q0).permute(1, 2, 0).contiguous(), q0.sum(dim=0))
+        return counts, mass, log_prior
 
     starts = (start(q0.to(dev)) for q0 in start_posteriors(data))
     theta, history, _ = best_of_starts(em_step, starts, normalize, int(max_iter), tol, distance=distance)

@@ -13,6 +13,7 @@ import torch
 from .. import ops
 from .._validation import LabelData, evidence_pass
 from ..alignment import confusion_counts, vote_counts
+from ..distributed import total_int, total_many
 from ..rbm import RBM
 from .squarem import best_of_starts
 
@@ -131,7 +132,8 @@ def start_posteriors(data: LabelData):
 
 def train_exact(rbm: RBM, data: LabelData, prior_strength: float, max_iter: int = 3000,
                 tol: float = 1e-8, progress=None,
-                diagonal_strength: float = EXACT_DIAGONAL_STRENGTH, informative: bool = False) -> OneUnitFit:
+                diagonal_strength: float = EXACT_DIAGONAL_STRENGTH, informative: bool = False,
+                comm=None) -> OneUnitFit:
     """Maximize the exact (penalized) likelihood of the one-hidden-unit model by EM, in float64.
 
     With normalized conditionals (``normalized_params``) the model is the
@@ -170,13 +172,17 @@ def train_exact(rbm: RBM, data: LabelData, prior_strength: float, max_iter: int 
     ``max_iter`` EM steps; ``max_iter=0`` keeps the M-step at each start (the
     parameters anchored at the majority vote, :mod:`deem.anchor`). The history is the
     mean negative log-likelihood at each check of the winning run; on return the RBM holds the fit (``RBM.set_one_unit``).
+    ``comm`` (:mod:`deem.distributed`): ``data`` is this rank's share of the items, and every sum over
+    items is all-reduced, so every rank fits the model of the union.
     """
     if rbm.n_hidden != 1:
         raise ValueError("solver='exact' needs hidden_dim=1 (the likelihood is exact for one hidden unit)")
     if data.soft and informative:
         raise ValueError("train_exact's soft path is the geometric pool; informative soft labels are fitted by "
                          "deem.solvers.soft_evidence")
-    n, k, d = data.n_rows, rbm.n_classes, rbm.n_visible
+    if data.soft and comm is not None:
+        raise ValueError("a distributed fit of soft labels is not supported yet (hard labels only)")
+    n, k, d = total_int(comm, data.n_rows), rbm.n_classes, rbm.n_visible
     dev = rbm.W.device
     if data.soft:
         minus_one = torch.full((n,), -1.0, dtype=torch.float64, device=dev)
@@ -197,7 +203,7 @@ def train_exact(rbm: RBM, data: LabelData, prior_strength: float, max_iter: int 
             return out[-3][..., 0], out[-1][0], ops.free_energy_soft(values, *args).sum()
         logp, log_abstain = split(logp_ext)
         counts, mass, nll, _ = evidence_pass(data, logp, logpi, log_abstain, True, False)
-        return counts, mass, nll
+        return total_many(comm, counts, mass, nll)
 
     m_step = map_m_step_informative if informative else map_m_step
     penalty = informative_prior_terms if informative else prior_terms
@@ -214,8 +220,8 @@ def train_exact(rbm: RBM, data: LabelData, prior_strength: float, max_iter: int 
         return new_theta, score, nll / n
 
     def start(q0):
-        counts = confusion_counts(data, q0).permute(1, 2, 0)  # (K_l, K_m, D)
-        logp, logpi, _ = m_step(counts, q0.sum(dim=0), prior_strength, diagonal_strength)
+        counts, mass = total_many(comm, confusion_counts(data, q0).permute(1, 2, 0), q0.sum(dim=0))  # (K_l, K_m, D)
+        logp, logpi, _ = m_step(counts, mass, prior_strength, diagonal_strength)
         return logp.exp(), logpi.exp()
 
     starts = (start(q0.to(dev)) for q0 in start_posteriors(data))

@@ -14,6 +14,7 @@ import torch
 
 from .._validation import LabelData, is_sparse, present_rows
 from ..anchor import decide_anchor
+from ..distributed import total, total_int
 from ..missingness import ONE_CLASS_MAJORITY, one_class_share, presence_log_bayes_factor
 from ..rbm import RBM
 from .soft_evidence import train_soft_evidence
@@ -42,12 +43,13 @@ def present_per_voter(data: LabelData) -> torch.Tensor:
     return present.sum(dim=0)
 
 
-def decide_missing(data: LabelData, missing: str):
+def decide_missing(data: LabelData, missing: str, comm=None):
     """``(meaning, log Bayes factor, one-class share)``: the user's choice (``None`` for both readings), or
-    under ``'auto'`` the presence test's and the one-class voters' verdict (:mod:`deem.missingness`)."""
+    under ``'auto'`` the presence test's and the one-class voters' verdict (:mod:`deem.missingness`).
+    ``comm``: ``data`` is this rank's share of the items (:mod:`deem.distributed`)."""
     if missing != "auto":
         return missing, None, None
-    if not bool((present_per_voter(data) < data.n_rows).any()):
+    if not bool((total(comm, present_per_voter(data)) < total_int(comm, data.n_rows)).any()):
         return "ignorable", None, None  # nothing is missing
     values = data
     if not is_sparse(data):
@@ -55,17 +57,19 @@ def decide_missing(data: LabelData, missing: str):
         if data.soft:  # an all-zero column is the missing entry; the tests read each column's argmax
             values = torch.where(values.sum(dim=1) > 0, values.argmax(dim=1),
                                  torch.full_like(values[:, 0], -1).long())
-    factor = presence_log_bayes_factor(values, data.n_classes)
-    share = one_class_share(values, data.n_classes)
+    factor = presence_log_bayes_factor(values, data.n_classes, comm)
+    share = one_class_share(values, data.n_classes, comm)
     informative = factor > 0 or share > ONE_CLASS_MAJORITY
     return ("informative" if informative else "ignorable"), factor, share
 
 
 def fit_one_unit(data: LabelData, solver: str, missing: str, prior_strength: float, device,
-                 anchor: str = "auto") -> OneUnitResult:
+                 anchor: str = "auto", comm=None) -> OneUnitResult:
     """Fit ``solver`` ('exact' or 'bayes'; soft labels: 'exact', the virtual-evidence EM) under ``missing``
     ('auto', 'ignorable', 'informative'), stopping where ``anchor`` says (:mod:`deem.anchor`)."""
-    kind, factor, share = decide_missing(data, missing)
+    if comm is not None and data.soft:
+        raise ValueError("a distributed fit of soft labels is not supported yet (hard labels only)")
+    kind, factor, share = decide_missing(data, missing, comm)
     informative = kind == "informative"
     stop = decide_anchor(anchor, kind)
     steps = {} if stop == "none" else {"max_iter": 0}
@@ -77,11 +81,11 @@ def fit_one_unit(data: LabelData, solver: str, missing: str, prior_strength: flo
         return OneUnitResult(rbm, history, None, kind, stop, 0 if informative else n_empty, factor, share)
     rows = data if informative or bool(keep.all()) else data.select(keep)
     if solver == "bayes":
-        fit = train_variational(rbm, rows, informative=informative, **steps)
+        fit = train_variational(rbm, rows, informative=informative, comm=comm, **steps)
     else:
-        fit = train_exact(rbm, rows, prior_strength, informative=informative, **steps)
-    return OneUnitResult(rbm, fit.history, fit.prior, kind, stop, 0 if informative else int((~keep).sum()), factor,
-                         share)
+        fit = train_exact(rbm, rows, prior_strength, informative=informative, comm=comm, **steps)
+    dropped = 0 if informative else total_int(comm, int((~keep).sum()))
+    return OneUnitResult(rbm, fit.history, fit.prior, kind, stop, dropped, factor, share)
 
 
 class OneUnitSolver(Solver):
@@ -101,7 +105,7 @@ class OneUnitSolver(Solver):
 
     def fit(self, data, all_rows, settings: Settings) -> SolverResult:
         result = fit_one_unit(all_rows, self.name, settings.missing, settings.prior_strength, settings.device,
-                              settings.anchor)
+                              settings.anchor, settings.comm)
         attributes = {"variational_prior_": result.prior, "missing_": result.missing,
                       "missing_log_bayes_factor_": result.log_bayes_factor,
                       "missing_one_class_share_": result.one_class_share, "anchor_": result.anchor,

@@ -184,6 +184,9 @@ class PCDSolver(Solver):
         self.name = name
 
     def check(self, data, settings: Settings) -> None:
+        if settings.comm is not None:
+            raise ValueError(f"a distributed fit (distributed=True) is supported by the one-hidden-unit solvers "
+                             f"'exact' and 'bayes' on hard labels; solver={self.name!r} is not distributed yet")
         if settings.missing == "informative":
             raise ValueError(f"missing='informative' is fitted by solver='exact' or 'bayes' (hidden_dim=1); "
                              f"solver={self.name!r} treats a missing label as ignorable")
