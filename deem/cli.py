@@ -1,4 +1,5 @@
-"""Command line: ``deem demo`` and ``deem aggregate``."""
+"""Command line: ``deem demo`` and ``deem aggregate`` (also under ``torchrun -m deem aggregate``: one fit
+across the processes, :mod:`deem.distributed`, the same consensus file, written once by rank 0)."""
 from __future__ import annotations
 
 import argparse
@@ -36,15 +37,73 @@ def _model_args(args) -> dict:
                 preprocessing_activation=args.preprocessing or "sparsemax")
 
 
+def _launched_by_torchrun() -> bool:
+    import os
+
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
+
+
 def _aggregate(args) -> int:
     import pandas as pd
 
     from .estimator import DEEM
 
-    answers = pd.read_csv(args.answers)
-    model = DEEM(random_state=args.seed, device=args.device, verbose=args.verbose, **_model_args(args))
-    consensus = model.fit_long(answers, task=args.task, worker=args.worker, label=args.label).predict_long(
-        answers, task=args.task, worker=args.worker, label=args.label)
+    comm = None
+    if _launched_by_torchrun():  # torchrun --nproc_per_node=N -m deem aggregate ...: one fit across the ranks
+        import torch
+        import torch.distributed as dist
+
+        from .distributed import Comm
+
+        backend = "nccl" if args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available()) \
+            else "gloo"
+        dist.init_process_group(backend)
+        comm = Comm()
+    try:
+        answers = _read_share(args, comm)
+        model = DEEM(random_state=args.seed, device=args.device, verbose=args.verbose, distributed=comm is not None,
+                     **_model_args(args))
+        consensus = model.fit_long(answers, task=args.task, worker=args.worker, label=args.label).predict_long(
+            answers, task=args.task, worker=args.worker, label=args.label)
+        if comm is not None:  # predictions stay local; rank 0 gathers them and writes once
+            parts = comm.gather(consensus)
+            if comm.rank != 0:
+                return 0
+            consensus = pd.concat(parts)
+            try:
+                consensus = consensus.sort_index()  # the single-process order: tasks sorted
+            except TypeError:  # task ids of mixed, unorderable types
+                pass
+        _write_consensus(args, consensus)
+    finally:
+        if comm is not None:
+            comm.dist.destroy_process_group()
+    return 0
+
+
+def _read_share(args, comm):
+    """This process's share of the answers: every file (one process), or under torchrun the files of this rank
+    (file i to rank i mod N) -- or, with a single file, the tasks whose sorted position is this rank mod N."""
+    import pandas as pd
+
+    files = list(args.answers)
+    if comm is None:
+        return pd.concat([pd.read_csv(f) for f in files], ignore_index=True) if len(files) > 1 else \
+            pd.read_csv(files[0])
+    if len(files) == 1:
+        df = pd.read_csv(files[0])
+        codes, _ = pd.factorize(df[args.task], sort=True)
+        return df[codes % comm.world == comm.rank]
+    mine = files[comm.rank::comm.world]
+    if not mine:
+        raise SystemExit(f"deem aggregate: {len(files)} input files for {comm.world} processes; give each "
+                         "process at least one file (or one file for all)")
+    return pd.concat([pd.read_csv(f) for f in mine], ignore_index=True)
+
+
+def _write_consensus(args, consensus) -> None:
+    import pandas as pd
+
     if args.output:
         consensus.to_frame().to_csv(args.output)
         print(f"wrote {len(consensus)} consensus labels to {args.output}")
@@ -55,7 +114,6 @@ def _aggregate(args) -> int:
         common = truth.index.intersection(consensus.index)
         print(f"accuracy on {len(common)} tasks with a gold label: {np.mean(consensus[common] == truth[common]):.4f}",
               file=sys.stderr)
-    return 0
 
 
 def main(argv=None) -> int:
@@ -64,7 +122,9 @@ def main(argv=None) -> int:
 
     demo = sub.add_parser("demo", help="aggregate a scikit-learn classifier ensemble; compare with majority vote")
     agg = sub.add_parser("aggregate", help="consensus labels from a long-format CSV (task, worker, label)")
-    agg.add_argument("answers", help="CSV with one row per label")
+    agg.add_argument("answers", nargs="+", help="CSV file(s) with one row per label (several: one frame; under "
+                     "torchrun --nproc_per_node=N -m deem aggregate ..., file i goes to process i mod N, or a "
+                     "single file is shared out by task)")
     agg.add_argument("--truth", help="optional CSV (task, label) of gold labels: prints accuracy")
     agg.add_argument("--output", "-o", help="write the consensus CSV here (default: stdout)")
     agg.add_argument("--task", default="task")

@@ -38,3 +38,36 @@ def test_aggregate_with_auto_and_preprocessing(tmp_path, capsys):
                  "-o", str(out)]) == 0
     consensus = pd.read_csv(out).set_index("task")["label"]
     assert (consensus.to_numpy() == y).mean() > 0.7
+
+
+def _torchrun(args, n, cwd, timeout=240):
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}", "-m", "deem", *args]
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def test_torchrun_aggregate_writes_the_single_process_file_once(tmp_path):
+    """`torchrun --nproc_per_node=N -m deem aggregate answers.csv -o out.csv` writes the file one process writes:
+    with one input file shared out by task, and with a list of files (here one per rank and more), N = 2 and 3."""
+    X, _ = dawid_skene(n_samples=400, n_classifiers=10, n_classes=3, missing_rate=0.6, random_state=5)
+    t, w = np.nonzero(X >= 0)
+    df = pd.DataFrame({"task": t, "worker": [f"w{i}" for i in w], "label": X[t, w]})
+    df.to_csv(tmp_path / "answers.csv", index=False)
+    parts = []
+    for i, chunk in enumerate(np.array_split(np.arange(400), 3)):  # three files, split by task
+        name = f"part{i}.csv"
+        df[df.task.isin(chunk)].to_csv(tmp_path / name, index=False)
+        parts.append(name)
+    assert main(["aggregate", str(tmp_path / "answers.csv"), "-o", str(tmp_path / "single.csv")]) == 0
+    single = (tmp_path / "single.csv").read_bytes()
+    for n, inputs in ((2, ["answers.csv"]), (3, ["answers.csv"]), (2, parts)):
+        proc = _torchrun(["aggregate", *inputs, "-o", "dist.csv"], n, tmp_path)
+        assert (tmp_path / "dist.csv").read_bytes() == single, (n, inputs)
+        assert proc.stdout.count("wrote 400 consensus labels") == 1  # written once, by rank 0
+        (tmp_path / "dist.csv").unlink()
