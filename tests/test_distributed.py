@@ -32,6 +32,17 @@ def ensemble():
     return L
 
 
+def soft():
+    """Soft labels: each present label blurred with a Dirichlet draw; missing columns all zero."""
+    X = crowd()
+    rng = np.random.default_rng(2)
+    V = np.zeros((X.shape[0], 3, X.shape[1]))
+    rows, cols = np.nonzero(X >= 0)
+    V[rows, X[rows, cols], cols] = 2.0
+    V[rows, :, cols] += rng.dirichlet(np.ones(3), size=len(rows))
+    return V / np.maximum(V.sum(axis=1, keepdims=True), 1e-12)
+
+
 def long_frame():
     """A long frame whose last worker labels only the last tasks (seen by the last rank only)."""
     X = crowd()
@@ -56,6 +67,8 @@ SCENARIOS = {
     "exact-informative": ({"solver": "exact", "missing": "informative", "anchor": "none"}, "ensemble"),
     "auto-ensemble": ({}, "ensemble"),
     "long": ({}, "long"),
+    "soft": ({"solver": "exact"}, "soft"),
+    "soft-informative": ({"solver": "exact", "missing": "informative", "anchor": "none"}, "soft"),
 }
 
 
@@ -65,7 +78,7 @@ def fit_shard(rank, world, kwargs, kind, distributed=True):
     if kind == "long":
         df = long_frame()
         return model.fit_long(df[(df.task >= part.start) & (df.task < part.stop)])
-    data = ensemble() if kind == "ensemble" else crowd()
+    data = {"ensemble": ensemble, "soft": soft}.get(kind, crowd)()
     shard = data[part]
     if kind == "sparse":
         shard = SparseLabels.from_dense(shard, n_classes=3)
@@ -78,7 +91,7 @@ def summary(model, kind):
         proba = model.predict_proba_long(df).sort_index().to_numpy()
         extra = {"workers": list(model.workers_)}
     else:
-        proba = model.predict_proba(ensemble() if kind == "ensemble" else crowd())
+        proba = model.predict_proba({"ensemble": ensemble, "soft": soft}.get(kind, crowd)())
         extra = {}
     return {"proba": proba, "W": model.model_.W.detach().double().cpu().numpy(), "class_map": model.class_map_,
             "missing": model.missing_, "dropped": model.n_dropped_rows_, "coverage": model.coverage_,
@@ -144,7 +157,7 @@ def single(name):
     if kind == "long":
         model = DEEM(random_state=0, **kwargs).fit_long(long_frame())
     else:
-        data = ensemble() if kind == "ensemble" else crowd()
+        data = {"ensemble": ensemble, "soft": soft}.get(kind, crowd)()
         if kind == "sparse":
             data = SparseLabels.from_dense(data, n_classes=3)
         model = DEEM(random_state=0, **kwargs).fit(data)

@@ -67,8 +67,6 @@ def fit_one_unit(data: LabelData, solver: str, missing: str, prior_strength: flo
                  anchor: str = "auto", comm=None) -> OneUnitResult:
     """Fit ``solver`` ('exact' or 'bayes'; soft labels: 'exact', the virtual-evidence EM) under ``missing``
     ('auto', 'ignorable', 'informative'), stopping where ``anchor`` says (:mod:`deem.anchor`)."""
-    if comm is not None and data.soft:
-        raise ValueError("a distributed fit of soft labels is not supported yet (hard labels only)")
     kind, factor, share = decide_missing(data, missing, comm)
     informative = kind == "informative"
     stop = decide_anchor(anchor, kind)
@@ -76,8 +74,9 @@ def fit_one_unit(data: LabelData, solver: str, missing: str, prior_strength: flo
     keep = present_rows(data)
     rbm = RBM(data.n_classifiers, data.n_classes, 1, device=device, dtype=torch.float64)  # the fit is float64
     if data.soft:  # rows with no column at all enter the informative fit in closed form
-        n_empty = int((~keep).sum())
-        history = train_soft_evidence(rbm, data.select(keep), prior_strength, informative, n_empty, **steps)
+        n_empty = total_int(comm, int((~keep).sum()))
+        history = train_soft_evidence(rbm, data.select(keep), prior_strength, informative, n_empty, comm=comm,
+                                      **steps)
         return OneUnitResult(rbm, history, None, kind, stop, 0 if informative else n_empty, factor, share)
     rows = data if informative or bool(keep.all()) else data.select(keep)
     if solver == "bayes":

@@ -37,6 +37,7 @@ from .. import ops
 from .exact import (EXACT_DIAGONAL_STRENGTH, informative_prior_terms, log_params, map_m_step,
                       map_m_step_informative, normalize_probabilities, prior_terms)
 from .squarem import best_of_starts
+from ..distributed import total, total_many
 
 __all__ = ["fit_soft_evidence", "posterior_soft_evidence"]
 
@@ -44,7 +45,7 @@ __all__ = ["fit_soft_evidence", "posterior_soft_evidence"]
 _CHUNK_ELEMENTS = 1 << 22
 
 
-def _check_values(values) -> torch.Tensor:
+def _check_values(values, allow_empty: bool = False) -> torch.Tensor:
     if not isinstance(values, torch.Tensor):
         try:
             values = torch.as_tensor(values)
@@ -57,7 +58,7 @@ def _check_values(values) -> torch.Tensor:
             f"with shape {tuple(values.shape)}"
         )
     n, k, d = values.shape
-    if n == 0 or d == 0:
+    if (n == 0 and not allow_empty) or d == 0:  # a distributed fit's rank may hold no row with evidence
         raise ValueError(f"soft labels are empty: shape {tuple(values.shape)}")
     if k < 2:
         raise ValueError(f"soft labels need at least 2 classes on axis 1; got shape {tuple(values.shape)}")
@@ -153,10 +154,12 @@ def fold_abstentions(logp_ext: torch.Tensor, logpi: torch.Tensor):
 
 
 def _fit(values: torch.Tensor, prior_strength: float, max_iter: int, tol: float, informative: bool = False,
-         n_empty: int = 0):
+         n_empty: int = 0, comm=None):
     """``fit_soft_evidence``; with ``informative`` the parameters are ``log P (K + 1, K, D)`` (abstention last)
-    and ``n_empty`` more rows, where every classifier abstained, count as data."""
-    values = _check_values(values)
+    and ``n_empty`` more rows, where every classifier abstained, count as data. ``comm``: ``values`` is this
+    rank's share of the rows and every sum over rows is all-reduced (:mod:`deem.distributed`); ``n_empty``
+    is then the total over the ranks."""
+    values = _check_values(values, allow_empty=comm is not None)
     prior_strength = float(prior_strength)
     if not prior_strength >= 0:
         raise ValueError(f"prior_strength must be >= 0; got {prior_strength}")
@@ -166,18 +169,19 @@ def _fit(values: torch.Tensor, prior_strength: float, max_iter: int, tol: float,
     seen = torch.zeros(d, dtype=torch.bool, device=values.device)
     for start in range(0, n, _chunk_rows(k, d)):
         seen |= (values[start:start + _chunk_rows(k, d)] > 0).any(dim=0).any(dim=0)
+    seen = total(comm, seen.double()) > 0
     if not bool(seen.any()):
         raise ValueError("soft labels hold no evidence: every classifier is missing on every row")
     if not bool(seen.all()):
-        return _fit_without_silent(values, seen, prior_strength, max_iter, tol, informative, n_empty)
+        return _fit_without_silent(values, seen, prior_strength, max_iter, tol, informative, n_empty, comm)
     m_step = map_m_step_informative if informative else map_m_step
     penalty = informative_prior_terms if informative else prior_terms
 
     def e_pass(logp, logpi):
         if not informative:
-            return _e_pass(values, logp, logpi)[:4]
+            return total_many(comm, *_e_pass(values, logp, logpi)[:4])
         logp_pass, logpi_pass = fold_abstentions(logp, logpi)
-        counts, mass, nll, rows, _ = _e_pass(values, logp_pass, logpi_pass)
+        counts, mass, nll, rows = total_many(comm, *_e_pass(values, logp_pass, logpi_pass)[:4])
         if n_empty:  # every such row: score logpi_pass, the same posterior
             lse = torch.logsumexp(logpi_pass, dim=0)
             mass, nll, rows = mass + n_empty * (logpi_pass - lse).exp(), nll - n_empty * lse, rows + n_empty
@@ -192,8 +196,8 @@ def _fit(values: torch.Tensor, prior_strength: float, max_iter: int, tol: float,
         return (new_logp.exp(), new_logpi.exp()), score, nll / rows.clamp(min=1)
 
     def start(q0):
-        logp, logpi, _ = m_step(_fractional_counts(values, q0), q0.sum(dim=0), prior_strength,
-                                EXACT_DIAGONAL_STRENGTH)
+        counts, mass = total_many(comm, _fractional_counts(values, q0), q0.sum(dim=0))
+        logp, logpi, _ = m_step(counts, mass, prior_strength, EXACT_DIAGONAL_STRENGTH)
         return logp.exp(), logpi.exp()
 
     avg = _average_posterior(values)
@@ -206,7 +210,7 @@ def _fit(values: torch.Tensor, prior_strength: float, max_iter: int, tol: float,
 
 
 def _fit_without_silent(values: torch.Tensor, seen: torch.Tensor, prior_strength: float, max_iter: int,
-                        tol: float, informative: bool = False, n_empty: int = 0):
+                        tol: float, informative: bool = False, n_empty: int = 0, comm=None):
     """Fit on the classifiers that answer somewhere; a silent one gets its prior-only confusion.
 
     A classifier with no evidence anywhere adds nothing to the likelihood or the
@@ -214,9 +218,9 @@ def _fit_without_silent(values: torch.Tensor, seen: torch.Tensor, prior_strength
     without it keeps the other parameters (and the accelerator's path) exactly as if
     it were absent.
     """
-    logp_seen, logpi, history = _fit(values[:, :, seen], prior_strength, max_iter, tol, informative, n_empty)
+    logp_seen, logpi, history = _fit(values[:, :, seen], prior_strength, max_iter, tol, informative, n_empty, comm)
     folded = fold_abstentions(logp_seen, logpi) if informative else (logp_seen, logpi)
-    counts, mass, _, rows, _ = _e_pass(values[:, :, seen], *folded)
+    counts, mass, _, rows = total_many(comm, *_e_pass(values[:, :, seen], *folded)[:4])
     if informative and n_empty:
         mass = mass + n_empty * torch.softmax(folded[1], dim=0)
     zero = torch.zeros(values.shape[1], values.shape[1], values.shape[2], dtype=torch.float64,
@@ -240,7 +244,7 @@ def posterior_soft_evidence(values: torch.Tensor, logp: torch.Tensor, logpi: tor
 
 
 def train_soft_evidence(rbm, data, prior_strength: float, informative: bool = False, n_empty: int = 0,
-                        max_iter: int = 1000) -> list[float]:
+                        max_iter: int = 1000, comm=None) -> list[float]:
     """``solver='exact'`` on soft labels: fit by :func:`fit_soft_evidence`, store it in ``rbm``.
 
     ``W[..., 0] = log P``, ``b_v = 0``, ``b_h[0] = log pi`` (``RBM.set_one_unit``; under
@@ -253,7 +257,7 @@ def train_soft_evidence(rbm, data, prior_strength: float, informative: bool = Fa
     """
     if rbm.n_hidden != 1:
         raise ValueError("solver='exact' needs hidden_dim=1 (the likelihood is exact for one hidden unit)")
-    logp, logpi, history = _fit(data.values, prior_strength, max_iter, 1e-8, informative, n_empty)
+    logp, logpi, history = _fit(data.values, prior_strength, max_iter, 1e-8, informative, n_empty, comm)
     if informative:
         rbm.set_one_unit(logp[:-1], logpi, logp[-1].t())
     else:
