@@ -17,3 +17,18 @@ compute-sanitizer --tool memcheck --error-exitcode 1 python -m pytest -q -x test
 python benchmarks/throughput.py --device cuda --skip-reference --json "$OUT/throughput-cuda.json" 2>&1 | tee "$OUT/throughput.log"
 python benchmarks/samplers.py --device cuda --chains 100000 --json "$OUT/samplers-cuda.json" 2>&1 | tee "$OUT/samplers.log"
 timeout 300 python benchmarks/scale.py --device cuda --labels 5M,50M --real "" --methods ours --json "$OUT/scale-cuda.json" 2>&1 | tee "$OUT/scale.log" || echo "scale benchmark stopped (timeout or error)"
+# distributed=True through NCCL (one rank: the collectives run, on the GPU's tensors) against a local fit
+python - <<'PY' 2>&1 | tee "$OUT/nccl.log"
+import os, numpy as np, torch, torch.distributed as dist
+from deem import DEEM
+from deem.datasets import dawid_skene
+os.environ.setdefault("MASTER_ADDR", "127.0.0.1"); os.environ.setdefault("MASTER_PORT", "29511")
+dist.init_process_group("nccl", rank=0, world_size=1)
+X, _ = dawid_skene(n_samples=20000, n_classifiers=30, n_classes=4, missing_rate=0.7, random_state=0)
+for solver in ("bayes", "exact"):
+    a = DEEM(solver=solver, device="cuda", distributed=True, random_state=0).fit(X).predict_proba(X)
+    b = DEEM(solver=solver, device="cuda", random_state=0).fit(X).predict_proba(X)
+    print(f"nccl {solver}: max |distributed - local| = {np.abs(a - b).max():.2e}")
+    assert np.abs(a - b).max() < 1e-9
+dist.destroy_process_group()
+PY

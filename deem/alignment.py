@@ -35,7 +35,7 @@ def majority_vote(data: LabelData) -> torch.Tensor:
     return torch.where(counts.sum(dim=1) > 0, mv, torch.full_like(mv, -1))
 
 
-def agreement_with(data: LabelData, reference: torch.Tensor) -> torch.Tensor:
+def agreement_with(data: LabelData, reference: torch.Tensor, comm=None) -> torch.Tensor:
     """``(D,)`` each classifier's agreement with ``reference``, over the entries it gave.
 
     A missing entry is neither a vote nor a disagreement; a classifier that gave
@@ -49,7 +49,7 @@ def agreement_with(data: LabelData, reference: torch.Tensor) -> torch.Tensor:
         given = torch.zeros(d, dtype=torch.float64, device=data.device).index_add_(
             0, voter[valid], torch.ones_like(voter[valid], dtype=torch.float64))
         agree = torch.zeros_like(given).index_add_(0, voter[valid], (lab[valid] == ref[valid]).double())
-        return torch.where(given > 0, agree / given.clamp(min=1), torch.zeros_like(agree)).to(torch.float32)
+        return _share(comm, agree, given, 1).to(torch.float32)
     ref = reference.to(data.values.device)
     valid = ref >= 0
     if data.soft:
@@ -58,7 +58,7 @@ def agreement_with(data: LabelData, reference: torch.Tensor) -> torch.Tensor:
         values = data.values[valid]
         picked = values.gather(1, ref[valid].view(-1, 1, 1).expand(-1, 1, data.n_classifiers)).squeeze(1)
         given = values.sum(dim=1).sum(dim=0)
-        return torch.where(given > 0, picked.sum(dim=0) / given.clamp(min=1e-12), torch.zeros_like(given))
+        return _share(comm, picked.sum(dim=0), given, 1e-12).to(given.dtype)
     agree = torch.zeros(data.n_classifiers, dtype=torch.float64, device=ref.device)
     given = torch.zeros_like(agree)
     for start in range(0, data.n_rows, _CHUNK):
@@ -67,7 +67,14 @@ def agreement_with(data: LabelData, reference: torch.Tensor) -> torch.Tensor:
         present = (block >= 0) & (r >= 0)
         given += present.sum(dim=0)
         agree += (present & (block == r)).sum(dim=0)
-    return torch.where(given > 0, agree / given.clamp(min=1), torch.zeros_like(agree)).to(torch.float32)
+    return _share(comm, agree, given, 1).to(torch.float32)
+
+
+def _share(comm, agree: torch.Tensor, given: torch.Tensor, floor: float) -> torch.Tensor:
+    """``agree / given`` where anything was given (0 elsewhere), the sums over the ranks under ``comm``."""
+    if comm is not None:
+        agree, given = comm.sum_many(agree, given)
+    return torch.where(given > 0, agree / given.clamp(min=floor), torch.zeros_like(agree))
 
 
 def confusion_counts(data: LabelData, posterior: torch.Tensor) -> torch.Tensor:

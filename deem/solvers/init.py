@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from .._validation import LabelData
+from ..distributed import total
 from ..alignment import agreement_with, confusion_counts, majority_vote
 from ..rbm import RBM
 from .exact import train_exact
@@ -21,7 +22,7 @@ LO_SMOOTHING = 1.0
 
 @torch.no_grad()
 def initialize(rbm: RBM, data: LabelData, method: str, use_weighted: bool, generator: torch.Generator,
-               prior_strength: float = 2.0) -> None:
+               prior_strength: float = 2.0, comm=None) -> None:
     """Set the RBM's parameters from the data.
 
     - ``mv``: hidden state m mirrors class m: ``W[l, m, i, 0] = c * [l == m]``, so
@@ -37,13 +38,15 @@ def initialize(rbm: RBM, data: LabelData, method: str, use_weighted: bool, gener
 
     ``use_weighted`` scales each classifier's weights by its agreement with the
     majority vote, counted over the entries it gave. Hidden units beyond the first
-    start from small noise so they can learn something the first does not.
+    start from small noise so they can learn something the first does not. ``comm``: ``data`` is this
+    rank's share; the counts are summed over the ranks (and ``generator`` seeded alike on every rank), so
+    every rank starts from the same parameters.
     """
     if method not in INIT_METHODS:
         raise ValueError(f"init_method must be one of {INIT_METHODS}; got {method!r}")
     k, d, h = rbm.n_classes, rbm.n_visible, rbm.n_hidden
     if method == "ds":
-        _initialize_ds(rbm, data, generator, prior_strength)
+        _initialize_ds(rbm, data, generator, prior_strength, comm)
         return
     dev, dt = rbm.W.device, rbm.W.dtype
 
@@ -62,21 +65,22 @@ def initialize(rbm: RBM, data: LabelData, method: str, use_weighted: bool, gener
             W[..., 0] += noise(MV_RAND_NOISE, k, k, d)
     elif method == "mv_lo":
         reference = torch.nn.functional.one_hot(mv.clamp(min=0), k) * (mv >= 0).unsqueeze(1)
-        counts = confusion_counts(data, reference).to(dev)  # (D, K_l, K_m)
+        counts = total(comm, confusion_counts(data, reference)).to(dev)  # (D, K_l, K_m)
         conf = (counts + LO_SMOOTHING) / (counts.sum(dim=1, keepdim=True) + k * LO_SMOOTHING)
         W[..., 0] = conf.log().permute(1, 2, 0).to(dt)
-        prior = torch.bincount(mv[mv >= 0], minlength=k).double() + LO_SMOOTHING
+        prior = total(comm, torch.bincount(mv[mv >= 0], minlength=k).double()) + LO_SMOOTHING
         rbm.b_h[0] = (prior / prior.sum()).log().to(device=dev, dtype=dt)
     else:  # rand
         W[..., 0] = noise(RAND_STD, k, k, d)
     if use_weighted:
-        weight = agreement_with(data, mv).to(device=dev, dtype=dt)  # (D,)
+        weight = agreement_with(data, mv, comm).to(device=dev, dtype=dt)  # (D,)
         W *= weight.view(1, 1, d, 1)
     rbm.W.copy_(W)
 
 
 
-def _initialize_ds(rbm: RBM, data: LabelData, generator: torch.Generator, prior_strength: float = 2.0) -> None:
+def _initialize_ds(rbm: RBM, data: LabelData, generator: torch.Generator, prior_strength: float = 2.0,
+                   comm=None) -> None:
 
     hard = data
     if data.soft:
@@ -87,7 +91,7 @@ def _initialize_ds(rbm: RBM, data: LabelData, generator: torch.Generator, prior_
         hard = LabelData(labels.to(torch.int32), False, data.n_classes)
     k, d, h = rbm.n_classes, rbm.n_visible, rbm.n_hidden
     single = RBM(d, k, 1, device=rbm.W.device, dtype=rbm.W.dtype)
-    train_exact(single, hard, prior_strength)
+    train_exact(single, hard, prior_strength, comm=comm)
     rbm.b_v.zero_()
     rbm.b_h.zero_()
     rbm.b_h[0] = single.b_h[0]

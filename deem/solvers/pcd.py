@@ -11,6 +11,7 @@ from .. import ops
 from .._validation import LabelData
 from ..preprocessing import Preprocessor
 from ..rbm import RBM
+from ..distributed import total_int
 from .base import Settings, Solver, SolverResult
 from .samplers import PersistentChains
 
@@ -62,6 +63,7 @@ def train_pcd(
     device_generator: torch.Generator,
     progress: Optional[Callable] = None,
     preprocessor: Optional[Preprocessor] = None,
+    comm=None,
 ) -> List[float]:
     """Persistent CD: returns the loss (mean free energy of data minus chains) per epoch.
 
@@ -76,10 +78,25 @@ def train_pcd(
     gradient of the batch's mean free energy, which flows from the fused
     free-energy op back through them, plus a pull toward their initial values
     (``PREPROCESSING_ANCHOR``).
+
+    ``comm`` (:mod:`deem.distributed`): ``data`` is this rank's share. Every rank makes the same
+    ``ceil(N / batch_size)`` updates an epoch (N over the ranks), rank r taking ``ceil(batch_size *
+    N_r / N)`` of its rows each time (none once its rows are used up); the gradient is the mean over
+    every rank's batch rows (one float64 all-reduce an update), so every rank takes the same step and
+    keeps the same model. Each rank has its own chains and random streams (its rank mixed into the
+    seeds), reproducible with ``random_state``.
     """
     n = data.n_rows
     dev = data.values.device
     seed = int(torch.randint(0, 2**62, (1,), generator=host_generator))
+    batch_size, updates = cfg.batch_size, None
+    if comm is not None:
+        stream = int(torch.randint(0, 2**62, (1,), generator=host_generator))
+        seed = (seed + comm.rank * RANK_SEED_STRIDE) % 2**62  # distinct chains and hidden draws per rank
+        device_generator = torch.Generator(device=dev).manual_seed((stream + comm.rank * RANK_SEED_STRIDE) % 2**62)
+        n_total = total_int(comm, n)
+        updates = -(-n_total // cfg.batch_size)
+        batch_size = -(-cfg.batch_size * n // n_total)
     masks = rbm.gauge_masks()
     params = [rbm.W, rbm.b_v, rbm.b_h]
     # SGD with momentum (PyTorch's update rule, no dampening), written out: a few
@@ -100,8 +117,13 @@ def train_pcd(
         lr = learning_rate_at(cfg, epoch)
         order = torch.randperm(n, generator=device_generator, device=dev)
         epoch_loss = torch.zeros((), dtype=torch.float64, device=dev)
-        for start in range(0, n, cfg.batch_size):
-            batch = data.select(order[start:start + cfg.batch_size])
+        starts = range(0, n, batch_size) if updates is None else range(0, updates * batch_size, batch_size)
+        for start in starts:
+            pick = order[start:start + batch_size]
+            if pick.numel() == 0:  # distributed: this rank's rows are used up; it still joins the mean
+                _join_step(comm, params, velocity, cfg, lr, masks)
+                continue
+            batch = data.select(pick)
             transformed = None
             if preprocessor is not None:
                 transformed = preprocessor(batch, device_generator)
@@ -124,6 +146,8 @@ def train_pcd(
                 if hidden_draws > 1:
                     dW, db_v, db_h = dW / hidden_draws, db_v / hidden_draws, db_h / hidden_draws
             grad_offset += hidden_draws
+            if comm is not None:  # the mean over every rank's batch rows
+                dW, db_v, db_h, loss = _mean_over_ranks(comm, batch.n_rows, dW, db_v, db_h, loss)
             if masks is not None:
                 dW, db_v, db_h = dW * masks[0], db_v * masks[1], db_h * masks[2]
             if transformed is not None:
@@ -138,13 +162,43 @@ def train_pcd(
                         v.mul_(cfg.momentum).add_(g).add_(p - p0, alpha=PREPROCESSING_ANCHOR)
                         p.sub_(v, alpha=lr)
             epoch_loss += loss.double() * batch.n_rows
-        history.append(float(epoch_loss) / n)
+        if comm is not None:  # each update's mean loss times this rank's rows, summed: the union's sum
+            epoch_loss = comm.sum(epoch_loss)
+        history.append(float(epoch_loss) / (n if comm is None else n_total))
         if progress is not None and hasattr(epochs, "set_postfix"):
             extra = {"step": f"{sampler.step_size:.3g}"} if sampler.kind == "dlp" else {}
             epochs.set_postfix(loss=f"{history[-1]:.4f}", accept=f"{sampler.acceptance_rate():.2f}", **extra)
     if preprocessor is not None:
         preprocessor.eval()
     return history
+
+
+# Added times the rank to a distributed fit's seeds (an odd 62-bit constant: distinct, well-spread streams).
+RANK_SEED_STRIDE = 0x1E3779B97F4A7C15
+
+
+def _mean_over_ranks(comm, rows: int, dW, db_v, db_h, loss):
+    """The gradient and loss averaged over every rank's batch rows (float64 sums), in the parameters' dtype."""
+    w = float(rows)
+    sums = comm.sum_many(dW * w, db_v * w, db_h * w, loss.reshape(1) * w,
+                         torch.tensor([w], dtype=torch.float64, device=dW.device))
+    count = sums[-1].clamp(min=1.0)
+    return tuple((t / count).to(ref.dtype) for t, ref in zip(sums[:3], (dW, db_v, db_h))) + (
+        (sums[3] / count)[0].to(loss.dtype),)
+
+
+def _join_step(comm, params, velocity, cfg, lr, masks) -> None:
+    """A distributed update on a rank with no rows left this epoch: it adds nothing to the mean, but takes the
+    same step as the others (so the models stay equal)."""
+    zeros = [torch.zeros_like(p) for p in params]
+    dW, db_v, db_h, _ = _mean_over_ranks(comm, 0, *zeros, torch.zeros((), dtype=torch.float64,
+                                                                     device=params[0].device))
+    if masks is not None:
+        dW, db_v, db_h = dW * masks[0], db_v * masks[1], db_h * masks[2]
+    with torch.no_grad():
+        for p, v, g in zip(params, velocity, (dW, db_v, db_h)):
+            v.mul_(cfg.momentum).add_(g)
+            p.sub_(v, alpha=lr)
 
 
 # Rows of the transformed data the RBM's initialization reads when preprocessing.
@@ -184,9 +238,9 @@ class PCDSolver(Solver):
         self.name = name
 
     def check(self, data, settings: Settings) -> None:
-        if settings.comm is not None:
-            raise ValueError(f"a distributed fit (distributed=True) is supported by the one-hidden-unit solvers "
-                             f"'exact' and 'bayes' on hard labels; solver={self.name!r} is not distributed yet")
+        if settings.comm is not None and settings.preprocessing is not None:
+            raise ValueError("a distributed fit (distributed=True) of preprocessing layers is not supported yet; "
+                             "use_preprocessing=False")
         if settings.missing == "informative":
             raise ValueError(f"missing='informative' is fitted by solver='exact' or 'bayes' (hidden_dim=1); "
                              f"solver={self.name!r} treats a missing label as ignorable")
@@ -211,9 +265,11 @@ class PCDSolver(Solver):
                           learning_rate=float(settings.learning_rate), momentum=float(settings.momentum),
                           cd_k=int(settings.cd_k), sampler_steps=int(settings.sampler_steps),
                           deterministic=bool(settings.deterministic), scheduler=settings.scheduler, sampler=self.name)
-        initialize(rbm, visible, settings.init_method, settings.use_weighted, host_gen, settings.prior_strength)
-        progress = progress_bar("DEEM fit") if settings.verbose else None
-        history = train_pcd(rbm, data, cfg, host_gen, dev_gen, progress, preprocessor)
+        initialize(rbm, visible, settings.init_method, settings.use_weighted, host_gen, settings.prior_strength,
+                   settings.comm)
+        first = settings.comm is None or settings.comm.rank == 0
+        progress = progress_bar("DEEM fit") if settings.verbose and first else None
+        history = train_pcd(rbm, data, cfg, host_gen, dev_gen, progress, preprocessor, settings.comm)
         if settings.refit:
             train_soft_evidence(rbm, transform_all(preprocessor, data), settings.prior_strength)
         return SolverResult(rbm, history, posterior="virtual_evidence" if settings.refit else "rbm",
