@@ -57,6 +57,10 @@ def _aggregate(args) -> int:
 
         backend = "nccl" if args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available()) \
             else "gloo"
+        if backend == "nccl":  # one GPU per process: torchrun's LOCAL_RANK picks it ("cuda" then means it)
+            import os
+
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group(backend)
         comm = Comm()
     try:

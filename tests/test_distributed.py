@@ -70,13 +70,15 @@ SCENARIOS = {
     "soft": ({"solver": "exact"}, "soft"),
     "gwg": ({"solver": "gwg", "epochs": 3, "batch_size": 64}, "dense"),
     "dlp": ({"solver": "dlp", "epochs": 3, "batch_size": 64, "hidden_dim": 2}, "dense"),
+    "gwg-sparse": ({"solver": "gwg", "epochs": 3, "batch_size": 64}, "sparse"),
+    "gwg-soft": ({"solver": "gwg", "epochs": 3, "batch_size": 64}, "soft"),
     "soft-informative": ({"solver": "exact", "missing": "informative", "anchor": "none"}, "soft"),
 }
 
 
 # The samplers draw their own chains on each rank: their fit is the same on every rank and reproducible,
 # not equal to a single process's (whose chains are others).
-SAMPLED = ("gwg", "dlp")
+SAMPLED = ("gwg", "dlp", "gwg-sparse", "gwg-soft")
 
 
 def fit_shard(rank, world, kwargs, kind, distributed=True):
@@ -219,6 +221,12 @@ def test_sampler_ranks_agree_reproducibly_and_fit_as_well_as_one_process(two_ran
     accuracy = lambda proba: float((proba.argmax(axis=1) == truth).mean())
     assert accuracy(first["proba"]) > accuracy(want["proba"]) - 0.03
     assert not np.array_equal(first["W"], want["W"])  # its own chains: not the single process's draws
+
+
+def test_sampler_fit_of_sparse_shards_is_the_dense_shards_fit(two_ranks):
+    """The samplers read sparse labels densified: the same fit, bit for bit, as from the dense shards."""
+    for res in two_ranks:
+        assert np.array_equal(res["gwg-sparse"]["W"], res["gwg"]["W"])
 
 
 @pytest.mark.parametrize("name", ["bayes-dense", "long"])
