@@ -134,7 +134,7 @@ def fit_soft_evidence(values: torch.Tensor, prior_strength: float = 2.0, max_ite
     EM starts from the average of the classifiers' probabilities and from its
     argmax (one-hot); the run with the higher penalized log-likelihood wins.
     EM runs under SQUAREM (:mod:`deem.solvers.squarem`); it stops when one EM step
-    moves no probability by more than ``tol`` (checked every 5 cycles) or
+    moves no probability by more than ``tol`` (checked every SQUAREM cycle) or
     after ``max_iter`` EM steps.
 
     Returns ``(logp, logpi, history)``: ``logp[l, m, i] = log P_i(l | m)``
