@@ -11,6 +11,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import persistence
 from ._validation import LabelData, check_choice, check_labels, check_true_labels, is_sparse, present_rows
+from .sparse import SparseLabels
 from .alignment import agreement_table, assignment_from_table, hungarian_map, majority_vote
 from .distributed import check_distributed, checked, resolve as resolve_distributed, total, total_int
 from .long_format import learn_coding, to_sparse, union_coding
@@ -116,11 +117,16 @@ class DEEM(BaseEstimator):
         self.distributed = distributed
 
     # ------------------------------------------------------------------ fit
-    def fit(self, predictions, labels=None, verbose: Optional[bool] = None):
+    def fit(self, predictions, labels=None, epochs=None, learning_rate=None, batch_size=None,
+            verbose: Optional[bool] = None, val_predictions=None, val_labels=None):
         """Train on ``predictions`` without ground truth.
 
-        ``labels`` is accepted for scikit-learn compatibility and ignored: the
-        model is unsupervised. Rows with every entry missing carry no
+        The fit is unsupervised: gold ``labels`` of these rows (``-1`` where unknown) and
+        ``val_predictions`` / ``val_labels`` are only *watched*: ``history_['accuracy']`` and
+        ``history_['val_accuracy']`` hold the consensus accuracy on them at every epoch (samplers)
+        or convergence check (EM / VB), aligned to the training rows' majority vote as ``predict`` is.
+        ``epochs``, ``learning_rate`` and ``batch_size`` override the constructor's values for this
+        call only (``hyperparameters_`` records what ran), as in deem 0.2.0. Rows with every entry missing carry no
         information and are dropped (``n_dropped_rows_`` says how many).
         With ``auto_hyperparameters`` the hyperparameters left at their
         defaults are predicted from the data (``hyperparameters_`` holds what
@@ -133,6 +139,7 @@ class DEEM(BaseEstimator):
         data = checked(comm, "checking the labels", lambda: check_labels(predictions, n_classes=self.n_classes))
         data = self._agree_labels(data, comm)
         data = checked(comm, "arranging the labels", lambda: self._arrange(data)).to(device)
+        gold = checked(comm, "checking the gold labels", lambda: self._gold(data, labels, val_predictions, val_labels))
         self.layout_ = "sparse" if is_sparse(data) else "dense"
         all_rows = data
         keep = present_rows(data)
@@ -140,6 +147,7 @@ class DEEM(BaseEstimator):
         if self.n_dropped_rows_:
             data = data.select(keep)
         hp = self._effective_hyperparameters(data, verbose)
+        hp.update(_overrides(epochs=epochs, learning_rate=learning_rate, batch_size=batch_size))
         self.hyperparameters_ = hp
 
         host_gen, dev_gen = self._generators(device)
@@ -159,7 +167,7 @@ class DEEM(BaseEstimator):
             sampler_steps=int(self.sampler_steps), deterministic=bool(self.deterministic),
             scheduler=hp["scheduler"], init_method=init_method, use_weighted=bool(self.use_weighted),
             preprocessing=pre, refit=refit, device=device, host_generator=host_gen, device_generator=dev_gen,
-            verbose=verbose, comm=comm)
+            verbose=verbose, comm=comm, monitor=self._monitor(data, gold, comm) if gold else None)
         impl = solvers.get_solver(solver)
         impl.check(data, settings)
         result = impl.fit(data, all_rows, settings)
@@ -170,7 +178,10 @@ class DEEM(BaseEstimator):
         if verbose and result.report and (comm is None or comm.rank == 0):
             print(result.report, file=sys.stderr)
         self.model_ = result.model
-        self.history_ = result.history
+        self.history_ = {"loss": list(result.history), **result.history_extra}
+        if result.monitored:
+            for key in result.monitored[0]:
+                self.history_[key] = [m[key] for m in result.monitored]
         self.preprocessor_ = result.preprocessor
         self.solver_ = solver
         self.posterior_ = result.posterior
@@ -193,6 +204,51 @@ class DEEM(BaseEstimator):
         state = super().__getstate__()
         state.pop("_fit_comm", None)  # a process group does not pickle; a loaded model predicts locally
         return state
+
+    def _gold(self, data, labels, val_predictions, val_labels):
+        """``[(history key, labels value, gold (N,) int64)]`` to watch during the fit (empty: none)."""
+        gold = []
+        if labels is not None:
+            gold.append(("accuracy", data, check_true_labels(labels, data.n_rows)))
+        if (val_predictions is None) != (val_labels is None):
+            raise ValueError("give val_predictions and val_labels together (the accuracy on them is watched)")
+        if val_predictions is not None:
+            val = check_labels(val_predictions, n_classes=data.n_classes, n_classifiers=data.n_classifiers)
+            if is_sparse(val) and not is_sparse(data):
+                val = _densify(val, "this fit")
+            elif is_sparse(data) and not is_sparse(val) and not val.soft:
+                val = SparseLabels.from_dense(val.values, n_classes=data.n_classes)
+            gold.append(("val_accuracy", val.to(data.device if hasattr(data, "device") else data.values.device),
+                         check_true_labels(val_labels, val.n_rows)))
+        return gold
+
+    @staticmethod
+    def _monitor(data, gold, comm):
+        """``monitor(rbm) -> {key: accuracy}``: the consensus of the model being fitted against gold labels,
+        its hidden states aligned to the training rows' majority vote (summed over the ranks under ``comm``)."""
+        mv = majority_vote(data).cpu().numpy()
+        k = data.n_classes
+
+        def consensus(rbm, values):
+            with torch.no_grad():
+                return rbm.hidden_probs(values)[:, 0, :].argmax(dim=1).cpu().numpy()
+
+        def monitor(rbm):
+            table = agreement_table(consensus(rbm, data), mv, k)
+            if comm is not None:
+                table = comm.sum(torch.as_tensor(table)).numpy()
+            mapping = assignment_from_table(table)
+            out = {}
+            for key, values, truth in gold:
+                pred = mapping[consensus(rbm, values)]
+                known = truth >= 0
+                hits = np.array([(pred[known] == truth[known]).sum(), known.sum()], dtype=np.float64)
+                if comm is not None:
+                    hits = comm.sum(torch.as_tensor(hits)).numpy()
+                out[key] = float(hits[0] / hits[1]) if hits[1] else float("nan")
+            return out
+
+        return monitor
 
     def _comm(self):
         """The collectives of a distributed fit (``distributed``; :mod:`deem.distributed`), or ``None``."""
@@ -342,8 +398,14 @@ class DEEM(BaseEstimator):
         classes of its majority vote (Hungarian) and that mapping is cached in
         ``class_map_`` for later calls. Rows whose every entry is missing get the
         model's prior class (the argmax of the hidden bias).
-        With ``return_probs=True`` returns ``(labels, probabilities)``.
+        With ``return_probs=True`` returns the ``(n_samples, n_classes)`` probabilities instead,
+        as deem 0.2.0 does (``predict_proba`` is the same).
         """
+        labels, probs = self._predict(predictions, align_to)
+        return probs if return_probs else labels
+
+    def _predict(self, predictions, align_to=None):
+        """``(labels, probabilities)`` of ``predict``, in the input's array type."""
         check_is_fitted(self, "model_")
         data = check_labels(predictions, n_classes=self.n_classes_, n_classifiers=self.n_classifiers_)
         if is_sparse(data) and (self.model_.n_hidden != 1 or getattr(self, "preprocessor_", None) is not None):
@@ -358,14 +420,12 @@ class DEEM(BaseEstimator):
         labels = aligned.argmax(dim=1)
         as_torch = isinstance(predictions, torch.Tensor)
         out_labels = labels.to(predictions.device) if as_torch else labels.cpu().numpy()
-        if not return_probs:
-            return out_labels
         out_probs = aligned.to(predictions.device) if as_torch else aligned.cpu().numpy()
         return out_labels, out_probs
 
     def predict_proba(self, predictions):
         """``(n_samples, n_classes)`` probabilities of each consensus class, aligned like ``predict``."""
-        return self.predict(predictions, return_probs=True)[1]
+        return self._predict(predictions)[1]
 
     def score(self, predictions, true_labels) -> float:
         """Accuracy of the consensus against ``true_labels`` (entries ``-1`` are skipped).
@@ -477,7 +537,7 @@ class DEEM(BaseEstimator):
         check_is_fitted(self, "model_")
         fitted = {
             "n_classes_": self.n_classes_, "n_classifiers_": self.n_classifiers_,
-            "history_": list(self.history_), "soft_labels_": self.soft_labels_,
+            "history_": {k: [float(x) for x in v] for k, v in self.history_.items()}, "soft_labels_": self.soft_labels_,
             "n_dropped_rows_": self.n_dropped_rows_, "solver_": self.solver_, "init_method_": self.init_method_,
             "posterior_": self.posterior_, "variational_prior_": self.variational_prior_,
             "missing_": self.missing_, "missing_log_bayes_factor_": self.missing_log_bayes_factor_,
@@ -542,6 +602,8 @@ class DEEM(BaseEstimator):
         self.device_ = device
         for name in ("n_classes_", "n_classifiers_", "history_", "soft_labels_", "n_dropped_rows_", "solver_"):
             setattr(self, name, fitted[name])
+        if isinstance(self.history_, list):  # a file from before history_ was a dict
+            self.history_ = {"loss": self.history_}
         self.n_features_in_ = self.n_classifiers_
         self.class_map_ = None if fitted["class_map_"] is None else np.asarray(fitted["class_map_"], dtype=np.int64)
         if "workers_" in fitted:
@@ -701,6 +763,24 @@ def _densify(data, who: str) -> LabelData:
             f"{sorted(name for name, s in solvers.SOLVERS.items() if s.one_unit)} with hidden_dim=1, no "
             "preprocessing, auto_hyperparameters=False")
     return LabelData(data.to_dense(), False, data.n_classes)
+
+
+def _overrides(**values) -> dict:
+    """``fit``'s per-call ``epochs`` / ``learning_rate`` / ``batch_size`` (``None``: the constructor's), checked."""
+    out = {}
+    for name, v in values.items():
+        if v is None:
+            continue
+        if name == "learning_rate":
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not np.isfinite(v) \
+                    or v <= 0:
+                raise ValueError(f"learning_rate must be a positive number; got {v!r}")
+            out[name] = float(v)
+        else:
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"{name} must be a positive integer; got {v!r}")
+            out[name] = int(v)
+    return out
 
 
 def _describe(pre: Preprocessor) -> dict:

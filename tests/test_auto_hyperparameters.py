@@ -33,14 +33,14 @@ def test_defaults_are_replaced_by_predictions(forced_bundle):
     assert model.hyperparameters_ == FORCED
     assert model.solver_ == "gwg" and model.preprocessor_.widths == [10, 10]
     assert model.preprocessor_.layers[0].activation == "entmax"
-    assert len(model.history_) == 3
+    assert len(model.history_["loss"]) == 3
     assert model.get_params()["epochs"] == 100  # the estimator's own parameters are untouched
 
 
 def test_explicit_values_override_predictions(forced_bundle):
     model = DEEM(auto_hyperparameters=True, model_dir=forced_bundle, epochs=2, use_preprocessing=False,
                  random_state=0).fit(X)
-    assert model.hyperparameters_["epochs"] == 2 and len(model.history_) == 2
+    assert model.hyperparameters_["epochs"] == 2 and len(model.history_["loss"]) == 2
     assert model.hyperparameters_["use_preprocessing"] is True  # False is the default: predicted
     # A solver you set restricts the candidates: none of the bundle's (all gwg) agrees with 'exact',
     # so nothing is predicted and the fit runs your configuration.

@@ -104,7 +104,7 @@ def summary(model, kind):
         extra = {}
     return {"proba": proba, "W": model.model_.W.detach().double().cpu().numpy(), "class_map": model.class_map_,
             "missing": model.missing_, "dropped": model.n_dropped_rows_, "coverage": model.coverage_,
-            "history": np.asarray(model.history_), **extra}
+            "history": np.asarray(model.history_["loss"]), **extra}
 
 
 def _rank_main(rank, world, init_file, out_dir, scenarios):

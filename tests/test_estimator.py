@@ -51,14 +51,16 @@ def test_fitted_attributes(crowd):
     assert model.n_features_in_ == 12
     assert isinstance(model.model_, torch.nn.Module)
     assert model.model_.W.shape == (3, 3, 12, 1)
-    assert len(model.history_) == 3 and all(np.isfinite(model.history_))
+    assert len(model.history_["loss"]) == 3 and all(np.isfinite(model.history_["loss"]))
     assert sorted(model.get_class_mapping().values()) == [0, 1, 2]
 
 
 def test_probabilities_are_consistent_with_labels(crowd):
     X, _ = crowd
     model = small().fit(X)
-    labels, probs = model.predict(X, return_probs=True)
+    labels = model.predict(X)
+    probs = model.predict(X, return_probs=True)  # deem 0.2.0: the probabilities themselves
+    np.testing.assert_array_equal(probs, model.predict_proba(X))
     assert probs.shape == (len(X), 3)
     np.testing.assert_allclose(probs.sum(axis=1), 1, atol=1e-5)
     np.testing.assert_array_equal(probs.argmax(axis=1), labels)

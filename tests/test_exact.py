@@ -57,7 +57,7 @@ def test_exact_beats_majority_vote_and_recovers_confusions(device, crowd):
     true_skill = [np.mean(X[X[:, i] >= 0, i] == y[X[:, i] >= 0]) for i in range(10)]
     assert spearmanr(model.skill_, true_skill).correlation > 0.9
     # the loss goes down
-    assert model.history_[-1] < model.history_[0]
+    assert model.history_["loss"][-1] < model.history_["loss"][0]
 
 
 def test_prior_pulls_sparse_workers_to_the_pool(crowd):

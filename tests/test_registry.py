@@ -41,7 +41,7 @@ def test_a_registered_solver_is_used_by_name_with_no_change_to_the_estimator(mon
     monkeypatch.setitem(solvers.SOLVERS, "majority-test", MajorityVoteSolver())
     X, _ = dawid_skene(n_samples=300, n_classifiers=7, n_classes=3, missing_rate=0.3, random_state=0)
     model = DEEM(solver="majority-test").fit(X)
-    assert model.solver_ == "majority-test" and model.history_ == [0.0]
+    assert model.solver_ == "majority-test" and model.history_ == {"loss": [0.0]}
     counts = np.stack([(X == c).sum(1) for c in range(3)], 1)
     clear = np.sort(counts, 1)[:, -1] > np.sort(counts, 1)[:, -2]  # rows without a tie
     np.testing.assert_array_equal(model.predict(X)[clear], counts.argmax(1)[clear])

@@ -151,7 +151,7 @@ def test_best_of_starts_stops_a_start_that_joins_the_first_fixed_point():
         calls.append(1)
         return em_step(theta, need)
 
-    theta, history, objective = best_of_starts(counted, starts, lambda t: t, max_iter=500, tol=1e-12)
+    theta, history, objective, _ = best_of_starts(counted, starts, lambda t: t, max_iter=500, tol=1e-12)
     assert float(theta[0]) == pytest.approx(0.8, abs=1e-9) and objective == alone[0][2]
     # the second start ran only until it came within JOIN_RADIUS of 0.8, not to convergence
     assert len(calls) < alone[0][3] + alone[1][3]
@@ -163,5 +163,5 @@ def test_best_of_starts_keeps_the_better_of_two_basins():
     em_step = _two_basins()
     low, high = (torch.tensor([0.3], dtype=torch.float64),), (torch.tensor([0.6], dtype=torch.float64),)
     for starts in ([low, high], [high, low]):
-        theta, _, objective = best_of_starts(em_step, starts, lambda t: t, max_iter=500, tol=1e-12)
+        theta, _, objective, _ = best_of_starts(em_step, starts, lambda t: t, max_iter=500, tol=1e-12)
         assert float(theta[0]) == pytest.approx(0.8, abs=1e-9) and np.isfinite(objective)

@@ -79,7 +79,7 @@ def test_bound_never_goes_down_and_prior_follows_the_crowd():
     fit_good = DEEM(random_state=0).fit(good)
     fit_weak = DEEM(random_state=0).fit(weak)
     for model in (fit_good, fit_weak):
-        history = np.asarray(model.history_)
+        history = np.asarray(model.history_["loss"])
         assert model.solver_ == "bayes" and len(history) >= 2
         assert np.all(np.diff(history) <= 1e-9 * abs(history[0]))  # negative bound: non-increasing
     # a crowd of accurate classifiers teaches a prior that leans much harder on the diagonal

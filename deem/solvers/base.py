@@ -48,6 +48,7 @@ class Settings:
     device_generator: Optional[torch.Generator] = None
     verbose: bool = False
     comm: Any = None  # deem.distributed.Comm of a distributed fit (None: local)
+    monitor: Any = None  # monitor(rbm) -> value, called each epoch / convergence check (gold-label accuracy)
 
 
 @dataclass
@@ -59,6 +60,8 @@ class SolverResult:
     fitted_all_rows: bool = False   # every row was data (informative missingness), none dropped
     attributes: Dict[str, Any] = field(default_factory=dict)  # more fitted attributes, by name
     report: Optional[str] = None    # what verbose=True prints
+    history_extra: Dict[str, List[float]] = field(default_factory=dict)  # more per-epoch/check series by name
+    monitored: Optional[list] = None  # settings.monitor's values at each epoch / check
 
 
 class Solver:

@@ -122,7 +122,7 @@ def learn_prior(expected_log_sum: np.ndarray, n_columns: int, start) -> tuple:
 
 
 def train_variational(rbm: RBM, data: LabelData, max_iter: int = 1000, tol: float = 1e-8,
-                      learn: bool = True, informative: bool = False, comm=None) -> OneUnitFit:
+                      learn: bool = True, informative: bool = False, comm=None, monitor=None) -> OneUnitFit:
     """Fit the variational posterior; store ``E[log P]`` and ``E[log pi]`` in ``rbm``.
 
     Two starts, the soft and the hard majority vote; the one with the higher
@@ -139,6 +139,7 @@ def train_variational(rbm: RBM, data: LabelData, max_iter: int = 1000, tol: floa
     evidence lower bound per row at each check of the winning run and the learned
     prior (``{'diag', 'off'[, 'vote', 'abstain']}``) the final posteriors were computed with.
     ``comm`` (:mod:`deem.distributed`): ``data`` is this rank's share; every sum over items is all-reduced.
+    ``monitor(rbm)``: called at every check with ``rbm`` holding the posterior there (``OneUnitFit.monitored``).
     """
     if rbm.n_hidden != 1:
         raise ValueError("solver='bayes' needs hidden_dim=1 (one hidden unit of K states)")
@@ -208,11 +209,17 @@ def train_variational(rbm: RBM, data: LabelData, max_iter: int = 1000, tol: floa
         return counts, mass, log_prior
 
     starts = (start(q0.to(dev)) for q0 in start_posteriors(data))
-    theta, history, _ = best_of_starts(em_step, starts, normalize, int(max_iter), tol, distance=distance)
+    def watch(theta):
+        post, post_pi, rates, _ = posterior(theta)
+        rbm.set_one_unit(*expected_logs(post, rates)[:1], _expected_log(post_pi, dim=0), expected_logs(post, rates)[1])
+        return monitor(rbm)
+
+    theta, history, _, monitored = best_of_starts(em_step, starts, normalize, int(max_iter), tol, distance=distance,
+                                                  monitor=None if monitor is None else watch)
     post, post_pi, rates, params = posterior(theta)
     elog_p, elog_abstain = expected_logs(post, rates)
     elog_pi = _expected_log(post_pi, dim=0)
     prior = dict(zip(("diag", "off", "vote", "abstain"), params))
-    fit = OneUnitFit(elog_p, elog_pi, elog_abstain, history, prior)
+    fit = OneUnitFit(elog_p, elog_pi, elog_abstain, history, prior, monitored)
     rbm.set_one_unit(fit.logp, fit.logpi, fit.log_abstain)
     return fit

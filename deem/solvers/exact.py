@@ -120,6 +120,7 @@ class OneUnitFit:
     log_abstain: Optional[torch.Tensor]
     history: List[float]
     prior: Optional[dict] = None
+    monitored: Optional[list] = None  # monitor(rbm) at each check of the winning run
 
 
 def start_posteriors(data: LabelData):
@@ -133,7 +134,7 @@ def start_posteriors(data: LabelData):
 def train_exact(rbm: RBM, data: LabelData, prior_strength: float, max_iter: int = 3000,
                 tol: float = 1e-8, progress=None,
                 diagonal_strength: float = EXACT_DIAGONAL_STRENGTH, informative: bool = False,
-                comm=None) -> OneUnitFit:
+                comm=None, monitor=None) -> OneUnitFit:
     """Maximize the exact (penalized) likelihood of the one-hidden-unit model by EM, in float64.
 
     With normalized conditionals (``normalized_params``) the model is the
@@ -173,7 +174,8 @@ def train_exact(rbm: RBM, data: LabelData, prior_strength: float, max_iter: int 
     parameters anchored at the majority vote, :mod:`deem.anchor`). The history is the
     mean negative log-likelihood at each check of the winning run; on return the RBM holds the fit (``RBM.set_one_unit``).
     ``comm`` (:mod:`deem.distributed`): ``data`` is this rank's share of the items, and every sum over
-    items is all-reduced, so every rank fits the model of the union.
+    items is all-reduced, so every rank fits the model of the union. ``monitor(rbm)``: called at every
+    check with ``rbm`` holding the parameters there; its values (of the winning run) are ``monitored``.
     """
     if rbm.n_hidden != 1:
         raise ValueError("solver='exact' needs hidden_dim=1 (the likelihood is exact for one hidden unit)")
@@ -225,9 +227,15 @@ def train_exact(rbm: RBM, data: LabelData, prior_strength: float, max_iter: int 
         return logp.exp(), logpi.exp()
 
     starts = (start(q0.to(dev)) for q0 in start_posteriors(data))
-    theta, history, _ = best_of_starts(em_step, starts, normalize_probabilities, max_iter, tol)
+    def watch(theta):
+        logp_ext, logpi = log_params(theta)
+        rbm.set_one_unit(*split(logp_ext)[:1], logpi, split(logp_ext)[1])
+        return monitor(rbm)
+
+    theta, history, _, monitored = best_of_starts(em_step, starts, normalize_probabilities, max_iter, tol,
+                                                  monitor=None if monitor is None else watch)
     logp_ext, logpi = log_params(theta)
     logp, log_abstain = split(logp_ext)
-    fit = OneUnitFit(logp, logpi, log_abstain, history)
+    fit = OneUnitFit(logp, logpi, log_abstain, history, monitored=monitored)
     rbm.set_one_unit(fit.logp, fit.logpi, fit.log_abstain)
     return fit

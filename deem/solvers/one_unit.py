@@ -33,6 +33,7 @@ class OneUnitResult:
     n_dropped_rows: int          # rows left out of the fit (no label, ignorable model)
     log_bayes_factor: Optional[float]  # the presence test's verdict under missing='auto' (None otherwise)
     one_class_share: Optional[float] = None  # share of the labels from one-class voters (missing='auto')
+    monitored: Optional[list] = None  # the monitor's values at each check
 
 
 def present_per_voter(data: LabelData) -> torch.Tensor:
@@ -64,7 +65,7 @@ def decide_missing(data: LabelData, missing: str, comm=None):
 
 
 def fit_one_unit(data: LabelData, solver: str, missing: str, prior_strength: float, device,
-                 anchor: str = "auto", comm=None) -> OneUnitResult:
+                 anchor: str = "auto", comm=None, monitor=None) -> OneUnitResult:
     """Fit ``solver`` ('exact' or 'bayes'; soft labels: 'exact', the virtual-evidence EM) under ``missing``
     ('auto', 'ignorable', 'informative'), stopping where ``anchor`` says (:mod:`deem.anchor`)."""
     kind, factor, share = decide_missing(data, missing, comm)
@@ -75,16 +76,20 @@ def fit_one_unit(data: LabelData, solver: str, missing: str, prior_strength: flo
     rbm = RBM(data.n_classifiers, data.n_classes, 1, device=device, dtype=torch.float64)  # the fit is float64
     if data.soft:  # rows with no column at all enter the informative fit in closed form
         n_empty = total_int(comm, int((~keep).sum()))
-        history = train_soft_evidence(rbm, data.select(keep), prior_strength, informative, n_empty, comm=comm,
-                                      **steps)
-        return OneUnitResult(rbm, history, None, kind, stop, 0 if informative else n_empty, factor, share)
+        history, monitored = train_soft_evidence(rbm, data.select(keep), prior_strength, informative, n_empty,
+                                                 comm=comm, monitor=monitor, **steps)
+        return OneUnitResult(rbm, history, None, kind, stop, 0 if informative else n_empty, factor, share, monitored)
     rows = data if informative or bool(keep.all()) else data.select(keep)
     if solver == "bayes":
-        fit = train_variational(rbm, rows, informative=informative, comm=comm, **steps)
+        fit = train_variational(rbm, rows, informative=informative, comm=comm, monitor=monitor, **steps)
     else:
-        fit = train_exact(rbm, rows, prior_strength, informative=informative, comm=comm, **steps)
+        fit = train_exact(rbm, rows, prior_strength, informative=informative, comm=comm, monitor=monitor, **steps)
     dropped = 0 if informative else total_int(comm, int((~keep).sum()))
-    return OneUnitResult(rbm, fit.history, fit.prior, kind, stop, dropped, factor, share)
+    return OneUnitResult(rbm, fit.history, fit.prior, kind, stop, dropped, factor, share, fit.monitored)
+
+
+# history_ names the objective each solver records at its checks (besides 'loss', the same numbers).
+OBJECTIVE_KEY = {"exact": "mean_negative_log_likelihood", "bayes": "negative_elbo_per_row"}
 
 
 class OneUnitSolver(Solver):
@@ -104,7 +109,7 @@ class OneUnitSolver(Solver):
 
     def fit(self, data, all_rows, settings: Settings) -> SolverResult:
         result = fit_one_unit(all_rows, self.name, settings.missing, settings.prior_strength, settings.device,
-                              settings.anchor, settings.comm)
+                              settings.anchor, settings.comm, settings.monitor)
         attributes = {"variational_prior_": result.prior, "missing_": result.missing,
                       "missing_log_bayes_factor_": result.log_bayes_factor,
                       "missing_one_class_share_": result.one_class_share, "anchor_": result.anchor,
@@ -112,7 +117,9 @@ class OneUnitSolver(Solver):
         return SolverResult(result.rbm, result.history,
                             posterior="virtual_evidence" if (self.name == "exact" and data.soft) else "rbm",
                             fitted_all_rows=result.missing == "informative", attributes=attributes,
-                            report=self._report(result, settings, data.soft))
+                            report=self._report(result, settings, data.soft),
+                            history_extra={OBJECTIVE_KEY[self.name]: list(result.history)},
+                            monitored=result.monitored)
 
     def _report(self, result, settings: Settings, soft: bool) -> str:
         last = result.history[-1]

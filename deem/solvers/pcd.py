@@ -64,6 +64,8 @@ def train_pcd(
     progress: Optional[Callable] = None,
     preprocessor: Optional[Preprocessor] = None,
     comm=None,
+    monitor: Optional[Callable] = None,
+    monitored: Optional[list] = None,
 ) -> List[float]:
     """Persistent CD: returns the loss (mean free energy of data minus chains) per epoch.
 
@@ -165,6 +167,8 @@ def train_pcd(
         if comm is not None:  # each update's mean loss times this rank's rows, summed: the union's sum
             epoch_loss = comm.sum(epoch_loss)
         history.append(float(epoch_loss) / (n if comm is None else n_total))
+        if monitor is not None and monitored is not None:
+            monitored.append(monitor(rbm))
         if progress is not None and hasattr(epochs, "set_postfix"):
             extra = {"step": f"{sampler.step_size:.3g}"} if sampler.kind == "dlp" else {}
             epochs.set_postfix(loss=f"{history[-1]:.4f}", accept=f"{sampler.acceptance_rate():.2f}", **extra)
@@ -269,11 +273,16 @@ class PCDSolver(Solver):
                    settings.comm)
         first = settings.comm is None or settings.comm.rank == 0
         progress = progress_bar("DEEM fit") if settings.verbose and first else None
-        history = train_pcd(rbm, data, cfg, host_gen, dev_gen, progress, preprocessor, settings.comm)
+        monitored: list = []
+        watch = settings.monitor if preprocessor is None else None  # the layers change what the RBM reads
+        history = train_pcd(rbm, data, cfg, host_gen, dev_gen, progress, preprocessor, settings.comm, watch,
+                            monitored)
         if settings.refit:
             train_soft_evidence(rbm, transform_all(preprocessor, data), settings.prior_strength)
         return SolverResult(rbm, history, posterior="virtual_evidence" if settings.refit else "rbm",
                             preprocessor=preprocessor,
+                            history_extra={"lr": [learning_rate_at(cfg, e) for e in range(len(history))]},
+                            monitored=monitored if watch is not None else None,
                             attributes={"variational_prior_": None, "missing_": "ignorable",
                                         "missing_log_bayes_factor_": None, "missing_one_class_share_": None,
                                         "anchor_": "none",

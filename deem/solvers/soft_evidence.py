@@ -144,7 +144,7 @@ def fit_soft_evidence(values: torch.Tensor, prior_strength: float = 2.0, max_ite
     at the end, of the winning run. Rows where every classifier is missing
     are ignored.
     """
-    return _fit(values, prior_strength, max_iter, tol)
+    return _fit(values, prior_strength, max_iter, tol)[:3]
 
 
 def fold_abstentions(logp_ext: torch.Tensor, logpi: torch.Tensor):
@@ -154,7 +154,7 @@ def fold_abstentions(logp_ext: torch.Tensor, logpi: torch.Tensor):
 
 
 def _fit(values: torch.Tensor, prior_strength: float, max_iter: int, tol: float, informative: bool = False,
-         n_empty: int = 0, comm=None):
+         n_empty: int = 0, comm=None, monitor=None):
     """``fit_soft_evidence``; with ``informative`` the parameters are ``log P (K + 1, K, D)`` (abstention last)
     and ``n_empty`` more rows, where every classifier abstained, count as data. ``comm``: ``values`` is this
     rank's share of the rows and every sum over rows is all-reduced (:mod:`deem.distributed`); ``n_empty``
@@ -173,7 +173,7 @@ def _fit(values: torch.Tensor, prior_strength: float, max_iter: int, tol: float,
     if not bool(seen.any()):
         raise ValueError("soft labels hold no evidence: every classifier is missing on every row")
     if not bool(seen.all()):
-        return _fit_without_silent(values, seen, prior_strength, max_iter, tol, informative, n_empty, comm)
+        return _fit_without_silent(values, seen, prior_strength, max_iter, tol, informative, n_empty, comm)[:3] + ([],)
     m_step = map_m_step_informative if informative else map_m_step
     penalty = informative_prior_terms if informative else prior_terms
 
@@ -203,10 +203,11 @@ def _fit(values: torch.Tensor, prior_strength: float, max_iter: int, tol: float,
     avg = _average_posterior(values)
     has = avg.sum(dim=1, keepdim=True) > 0
     hard = torch.nn.functional.one_hot(avg.argmax(dim=1), k).to(torch.float64) * has
-    theta, history, _ = best_of_starts(em_step, (start(q0) for q0 in (avg, hard)), normalize_probabilities,
-                                       int(max_iter), tol)
+    watch = None if monitor is None else (lambda theta: monitor(*log_params(theta)))
+    theta, history, _, monitored = best_of_starts(em_step, (start(q0) for q0 in (avg, hard)), normalize_probabilities,
+                                                  int(max_iter), tol, monitor=watch)
     logp, logpi = log_params(theta)
-    return logp, logpi, history
+    return logp, logpi, history, monitored
 
 
 def _fit_without_silent(values: torch.Tensor, seen: torch.Tensor, prior_strength: float, max_iter: int,
@@ -218,7 +219,7 @@ def _fit_without_silent(values: torch.Tensor, seen: torch.Tensor, prior_strength
     without it keeps the other parameters (and the accelerator's path) exactly as if
     it were absent.
     """
-    logp_seen, logpi, history = _fit(values[:, :, seen], prior_strength, max_iter, tol, informative, n_empty, comm)
+    logp_seen, logpi, history, _ = _fit(values[:, :, seen], prior_strength, max_iter, tol, informative, n_empty, comm)
     folded = fold_abstentions(logp_seen, logpi) if informative else (logp_seen, logpi)
     counts, mass, _, rows = total_many(comm, *_e_pass(values[:, :, seen], *folded)[:4])
     if informative and n_empty:
@@ -244,7 +245,7 @@ def posterior_soft_evidence(values: torch.Tensor, logp: torch.Tensor, logpi: tor
 
 
 def train_soft_evidence(rbm, data, prior_strength: float, informative: bool = False, n_empty: int = 0,
-                        max_iter: int = 1000, comm=None) -> list[float]:
+                        max_iter: int = 1000, comm=None, monitor=None):
     """``solver='exact'`` on soft labels: fit by :func:`fit_soft_evidence`, store it in ``rbm``.
 
     ``W[..., 0] = log P``, ``b_v = 0``, ``b_h[0] = log pi`` (``RBM.set_one_unit``; under
@@ -257,9 +258,14 @@ def train_soft_evidence(rbm, data, prior_strength: float, informative: bool = Fa
     """
     if rbm.n_hidden != 1:
         raise ValueError("solver='exact' needs hidden_dim=1 (the likelihood is exact for one hidden unit)")
-    logp, logpi, history = _fit(data.values, prior_strength, max_iter, 1e-8, informative, n_empty, comm)
-    if informative:
-        rbm.set_one_unit(logp[:-1], logpi, logp[-1].t())
-    else:
-        rbm.set_one_unit(logp, logpi)
-    return history
+    def store(logp, logpi):
+        if informative:
+            rbm.set_one_unit(logp[:-1], logpi, logp[-1].t())
+        else:
+            rbm.set_one_unit(logp, logpi)
+
+    watch = None if monitor is None else (lambda logp, logpi: (store(logp, logpi), monitor(rbm))[1])
+    logp, logpi, history, monitored = _fit(data.values, prior_strength, max_iter, 1e-8, informative, n_empty, comm,
+                                           watch)
+    store(logp, logpi)
+    return history, monitored

@@ -50,7 +50,8 @@ def _probability_change(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) ->
 def squarem(em_step: EMStep, theta: Params, normalize: Callable[[Params], Params], max_iter: int,
             tol: float, check_every: int = 1,
             distance: Optional[Callable[[Params, Params], torch.Tensor]] = None,
-            join: Optional[Params] = None) -> Tuple[Params, List[float], float, int]:
+            join: Optional[Params] = None,
+            on_check: Optional[Callable[[Params], None]] = None) -> Tuple[Params, List[float], float, int]:
     """Iterate ``em_step`` with SQUAREM from ``theta`` until one EM step moves no probability by ``tol``
     (or the objective stops changing beyond rounding, ``OBJECTIVE_RTOL * tol`` relative).
 
@@ -61,7 +62,8 @@ def squarem(em_step: EMStep, theta: Params, normalize: Callable[[Params], Params
     costs three); ``max_iter=0`` leaves ``theta`` where it is and only evaluates the
     objective there (one evaluation). ``join``: another run's fixed point; at a check within
     ``JOIN_RADIUS`` of it the run stops, in that fixed point's basin, and its objective is
-    ``-inf`` (the other run stands for it; see ``best_of_starts``). Returns ``(theta, history,
+    ``-inf`` (the other run stands for it; see ``best_of_starts``). ``on_check(theta)`` is called at
+    every check (and on the returned ``theta``) -- a monitor, e.g. accuracy against gold labels. Returns ``(theta, history,
     objective, evaluations)``: ``history`` is the mean negative log-likelihood at the start of
     every checked cycle, ``objective`` the objective at the last check (on convergence one EM
     step, smaller than ``tol``, before the returned ``theta``: no pass is spent on it).
@@ -69,6 +71,8 @@ def squarem(em_step: EMStep, theta: Params, normalize: Callable[[Params], Params
     distance = distance or _probability_change
     if max_iter == 0:
         _, f_start, nll_start = em_step(theta, True)
+        if on_check is not None:
+            on_check(theta)
         return theta, [float(nll_start)], float(f_start), 1
     history: List[float] = []
     evaluations = 0
@@ -81,6 +85,8 @@ def squarem(em_step: EMStep, theta: Params, normalize: Callable[[Params], Params
         evaluations += 1
         if check:
             history.append(float(nll0))
+            if on_check is not None:
+                on_check(theta)
             objective = float(f0)
             if float(distance(theta1, theta)) < tol or abs(objective - last) < OBJECTIVE_RTOL * tol * abs(objective):
                 return theta1, history, objective, evaluations
@@ -120,8 +126,10 @@ def squarem(em_step: EMStep, theta: Params, normalize: Callable[[Params], Params
 
 
 def best_of_starts(em_step: EMStep, starts: Sequence[Params], normalize: Callable[[Params], Params], max_iter: int,
-                   tol: float, distance: Optional[Callable[[Params, Params], torch.Tensor]] = None):
-    """``squarem`` from each start in turn; the run of the highest objective: ``(theta, history, objective)``.
+                   tol: float, distance: Optional[Callable[[Params, Params], torch.Tensor]] = None,
+                   monitor: Optional[Callable[[Params], object]] = None):
+    """``squarem`` from each start in turn; the run of the highest objective: ``(theta, history, objective,
+    monitored)``, ``monitored`` the values ``monitor(theta)`` took at each check of that run (``[]`` without one).
 
     A later run that reaches the basin of the first run's fixed point stops there (``join``): it would end
     at that fixed point, so its remaining passes would only reproduce the first run. With ``max_iter=0``
@@ -130,10 +138,12 @@ def best_of_starts(em_step: EMStep, starts: Sequence[Params], normalize: Callabl
     best = None
     first = None
     for theta0 in starts:
+        seen: list = []
+        hook = None if monitor is None else (lambda t, seen=seen: seen.append(monitor(t)))
         theta, history, objective, _ = squarem(em_step, theta0, normalize, max_iter, tol, distance=distance,
-                                               join=first)
+                                               join=first, on_check=hook)
         if first is None and max_iter > 0:
             first = theta
         if best is None or objective > best[2]:
-            best = (theta, history, objective)
+            best = (theta, history, objective, seen)
     return best
