@@ -1,6 +1,7 @@
 """The scikit-learn-style ``DEEM`` estimator: glue between validation, the RBM, solvers and alignment."""
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Optional
 
@@ -176,7 +177,7 @@ class DEEM(BaseEstimator):
         if result.fitted_all_rows:
             data = all_rows  # every row was fitted: an all-abstain row is evidence
         if verbose and result.report and (comm is None or comm.rank == 0):
-            print(result.report, file=sys.stderr)
+            _log(result.report)
         self.model_ = result.model
         self.history_ = {"loss": list(result.history), **result.history_extra}
         if result.monitored:
@@ -314,7 +315,7 @@ class DEEM(BaseEstimator):
         if verbose:
             lines = [f"  {name} = {hp[name]!r}" + (" (predicted)" if name in chosen else " (yours)")
                      for name in names]
-            print(f"DEEM auto_hyperparameters ({reason}):\n" + "\n".join(lines), file=sys.stderr)
+            _log(f"DEEM auto_hyperparameters ({reason}):\n" + "\n".join(lines))
         return hp
 
     def _auto_names(self):
@@ -763,6 +764,31 @@ def _densify(data, who: str) -> LabelData:
             f"{sorted(name for name, s in solvers.SOLVERS.items() if s.one_unit)} with hidden_dim=1, no "
             "preprocessing, auto_hyperparameters=False")
     return LabelData(data.to_dense(), False, data.n_classes)
+
+
+LOGGER = logging.getLogger("deem")
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time (a notebook's or a test's capture included)."""
+
+    def emit(self, record):
+        self.stream = sys.stderr
+        super().emit(record)
+
+
+def _log(message: str) -> None:
+    """A ``verbose=True`` message, through the ``deem`` logger at INFO. A ``deem`` logger with no handler of its
+    own gets one (once) that writes to stderr and stops propagation, so that ``verbose`` shows its messages as it
+    always did; an application that gives the logger its handlers (or sets ``propagate``) routes them itself."""
+    if not LOGGER.handlers:
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        LOGGER.addHandler(handler)
+        LOGGER.propagate = False
+    if LOGGER.level == logging.NOTSET:
+        LOGGER.setLevel(logging.INFO)
+    LOGGER.info(message)
 
 
 def _overrides(**values) -> dict:

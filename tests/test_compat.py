@@ -70,3 +70,25 @@ def test_gold_labels_are_watched_not_used(crowd, solver):
     assert "accuracy" not in unsupervised.history_
     with pytest.raises(ValueError, match="val_predictions and val_labels together"):
         DEEM(solver=solver, random_state=0, **kwargs).fit(X, val_predictions=X)
+
+
+def test_verbose_messages_go_through_the_deem_logger(crowd):
+    import logging
+
+    X, _ = crowd
+    records = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record)
+
+    logger = logging.getLogger("deem")
+    saved = (list(logger.handlers), logger.propagate, logger.level)
+    logger.handlers[:] = [Keep()]
+    try:
+        DEEM(solver="exact", random_state=0, verbose=True).fit(X)
+        DEEM(solver="exact", random_state=0).fit(X)  # not verbose: nothing
+    finally:
+        logger.handlers[:], logger.propagate, _ = saved
+        logger.setLevel(saved[2])
+    assert len(records) == 1 and records[0].levelno == logging.INFO and "exact EM" in records[0].getMessage()
