@@ -1,5 +1,6 @@
-"""Command line: ``deem demo`` and ``deem aggregate`` (also under ``torchrun -m deem aggregate``: one fit
-across the processes, :mod:`deem.distributed`, the same consensus file, written once by rank 0)."""
+"""Command line: ``deem demo``, ``deem fit``, ``deem predict`` and ``deem aggregate`` (also under ``torchrun -m
+deem aggregate``: one fit across the processes, :mod:`deem.distributed`, the same consensus file, written
+once by rank 0). Files: :mod:`deem.files`. A bad file or setting is one line on stderr and exit status 2."""
 from __future__ import annotations
 
 import argparse
@@ -92,24 +93,36 @@ def _read_share(args, comm):
 
     files = list(args.answers)
     if comm is None:
-        return pd.concat([pd.read_csv(f) for f in files], ignore_index=True) if len(files) > 1 else \
-            pd.read_csv(files[0])
+        frames = [_read_long(f, args) for f in files]
+        return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     if len(files) == 1:
-        df = pd.read_csv(files[0])
+        df = _read_long(files[0], args)
         codes, _ = pd.factorize(df[args.task], sort=True)
         return df[codes % comm.world == comm.rank]
     mine = files[comm.rank::comm.world]
     if not mine:
-        raise SystemExit(f"deem aggregate: {len(files)} input files for {comm.world} processes; give each "
-                         "process at least one file (or one file for all)")
-    return pd.concat([pd.read_csv(f) for f in mine], ignore_index=True)
+        raise ValueError(f"{len(files)} input files for {comm.world} processes; give each process at least one "
+                         "file (or one file for all)")
+    return pd.concat([_read_long(f, args) for f in mine], ignore_index=True)
+
+
+def _read_long(path, args):
+    from .files import read_input
+
+    kind, value = read_input(path, args.task, args.worker, args.label)
+    if kind != "long":
+        raise ValueError(f"{path}: 'deem aggregate' reads long-format tables ({args.task}, {args.worker}, "
+                         f"{args.label}); this file is a dense matrix: use 'deem fit' then 'deem predict'")
+    return value
 
 
 def _write_consensus(args, consensus) -> None:
     import pandas as pd
 
+    from .files import write_table
+
     if args.output:
-        consensus.to_frame().to_csv(args.output)
+        write_table(consensus.to_frame(), args.output)
         print(f"wrote {len(consensus)} consensus labels to {args.output}")
     else:
         consensus.to_frame().to_csv(sys.stdout)
@@ -120,21 +133,81 @@ def _write_consensus(args, consensus) -> None:
               file=sys.stderr)
 
 
+def _fit(args) -> int:
+    from .estimator import DEEM
+    from .files import read_input
+
+    kind, value = read_input(args.input, args.task, args.worker, args.label)
+    model = DEEM(random_state=args.seed, device=args.device, verbose=args.verbose, **_model_args(args))
+    if kind == "long":
+        model.fit_long(value, task=args.task, worker=args.worker, label=args.label)
+        what = f"{value[args.task].nunique()} tasks, {len(model.workers_)} workers"
+    else:
+        model.fit(value)
+        what = f"{value.shape[0]} rows, {model.n_classifiers_} classifiers"
+    model.save(args.output)
+    print(f"fitted {what} (solver {model.solver_}, {model.n_classes_} classes); wrote {args.output}")
+    return 0
+
+
+def _predict(args) -> int:
+    import pandas as pd
+
+    from .estimator import DEEM
+    from .files import read_input, write_table
+
+    model = DEEM().load(args.model)
+    kind, value = read_input(args.input, args.task, args.worker, args.label)
+    if kind == "long":
+        if not hasattr(model, "workers_"):
+            raise ValueError(f"{args.model} was fitted on a dense matrix; give it a dense matrix, not a long table")
+        out = (model.predict_proba_long(value, args.task, args.worker, args.label) if args.proba else
+               model.predict_long(value, args.task, args.worker, args.label).to_frame())
+    else:
+        if hasattr(model, "workers_"):
+            raise ValueError(f"{args.model} was fitted on a long-format table; give it one ({args.task}, "
+                             f"{args.worker}, {args.label}), not a dense matrix")
+        if args.proba:
+            out = pd.DataFrame(model.predict_proba(value)).rename_axis("row")
+        else:
+            out = pd.DataFrame({"label": model.predict(value)}).rename_axis("row")
+    write_table(out, args.output)
+    print(f"wrote {len(out)} {'probability rows' if args.proba else 'consensus labels'} to {args.output}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="deem", description="Deep Ensemble Energy Models: label aggregation.")
     sub = parser.add_subparsers(dest="command", required=True)
+    inputs = ("INPUT is a long-format table (CSV, TSV or Parquet with the task, worker and label columns), a "
+              "dense matrix (.npy, or a CSV/TSV/Parquet without those columns: one column per classifier, -1 "
+              "for missing) or a .mat file of the original research code.")
 
     demo = sub.add_parser("demo", help="aggregate a scikit-learn classifier ensemble; compare with majority vote")
-    agg = sub.add_parser("aggregate", help="consensus labels from a long-format CSV (task, worker, label)")
-    agg.add_argument("answers", nargs="+", help="CSV file(s) with one row per label (several: one frame; under "
+    agg = sub.add_parser("aggregate", help="fit and predict at once: consensus labels from long-format tables",
+                         description="Fit and predict at once. Reads long-format CSV/TSV/Parquet (one row per "
+                         "label); writes the consensus per task (CSV, or Parquet by extension).")
+    agg.add_argument("answers", nargs="+", help="table(s) with one row per label (several: one frame; under "
                      "torchrun --nproc_per_node=N -m deem aggregate ..., file i goes to process i mod N, or a "
                      "single file is shared out by task)")
     agg.add_argument("--truth", help="optional CSV (task, label) of gold labels: prints accuracy")
-    agg.add_argument("--output", "-o", help="write the consensus CSV here (default: stdout)")
-    agg.add_argument("--task", default="task")
-    agg.add_argument("--worker", default="worker")
-    agg.add_argument("--label", default="label")
-    for p in (demo, agg):
+    agg.add_argument("--output", "-o", help="write the consensus here (.csv, .tsv or .parquet; default: stdout)")
+    fit = sub.add_parser("fit", help="fit a model and save it", description="Fit DEEM on INPUT and save the model "
+                         "(a safe-to-load file). " + inputs)
+    fit.add_argument("input", help="the labels to fit")
+    fit.add_argument("--output", "-o", required=True, help="where to save the model (e.g. model.deem)")
+    pred = sub.add_parser("predict", help="consensus labels (or probabilities) from a saved model",
+                          description="Predict with a model saved by 'deem fit'. " + inputs + " Writes one row "
+                          "per task (long input) or per row (dense input): CSV, TSV or Parquet by extension.")
+    pred.add_argument("model", help="a model saved by 'deem fit'")
+    pred.add_argument("input", help="the labels to aggregate (the same kind the model was fitted on)")
+    pred.add_argument("--output", "-o", required=True, help="output table (.csv, .tsv or .parquet)")
+    pred.add_argument("--proba", action="store_true", help="write the probability of every class")
+    for p in (agg, fit, pred):
+        p.add_argument("--task", default="task", help="task column of a long table (default: task)")
+        p.add_argument("--worker", default="worker", help="worker column (default: worker)")
+        p.add_argument("--label", default="label", help="label column (default: label)")
+    for p in (demo, agg, fit):
         p.add_argument("--solver", default="auto", choices=["auto", "bayes", "exact", "gwg", "dlp"])
         p.add_argument("--epochs", type=int, default=100, help="training epochs of the gwg and dlp solvers")
         p.add_argument("--seed", type=int, default=0)
@@ -147,7 +220,13 @@ def main(argv=None) -> int:
                        choices=["sparsemax", "entmax", "softmax", "relu", "gelu", "silu"],
                        help="one learnable preprocessing layer (activation, default sparsemax)")
     args = parser.parse_args(argv)
-    return {"demo": _demo, "aggregate": _aggregate}[args.command](args)
+    command = {"demo": _demo, "aggregate": _aggregate, "fit": _fit, "predict": _predict}[args.command]
+    try:
+        return command(args)
+    except (ValueError, TypeError, KeyError, OSError) as e:  # a bad file or setting: one line, no traceback
+        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"deem {args.command}: error: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
