@@ -176,6 +176,25 @@ def _predict(args) -> int:
     return 0
 
 
+def _report(args) -> int:
+    from .estimator import DEEM
+    from .files import read_input
+
+    if args.input is None:  # deem report INPUT -o page.html: fit first
+        model_path, data_path = None, args.model_or_input
+    else:
+        model_path, data_path = args.model_or_input, args.input
+    kind, value = read_input(data_path, args.task, args.worker, args.label)
+    if model_path is None:
+        model = DEEM(random_state=args.seed, device=args.device, **_model_args(args))
+        model = model.fit_long(value, args.task, args.worker, args.label) if kind == "long" else model.fit(value)
+    else:
+        model = DEEM().load(model_path)
+    model.report(args.output, value, args.task, args.worker, args.label, title=f"DEEM report: {data_path}")
+    print(f"wrote {args.output}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="deem", description="Deep Ensemble Energy Models: label aggregation.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -203,11 +222,20 @@ def main(argv=None) -> int:
     pred.add_argument("input", help="the labels to aggregate (the same kind the model was fitted on)")
     pred.add_argument("--output", "-o", required=True, help="output table (.csv, .tsv or .parquet)")
     pred.add_argument("--proba", action="store_true", help="write the probability of every class")
-    for p in (agg, fit, pred):
+    rep = sub.add_parser("report", help="an HTML page of what a model learned (voters, confusions, consensus)",
+                         description="Write one self-contained HTML page (figures embedded; opens offline): voters "
+                         "ranked by reliability, confusion heat maps, flagged spammers and adversaries, the "
+                         "consensus, agreement between voters, the training curve. 'deem report MODEL INPUT' "
+                         "reads a model saved by 'deem fit'; 'deem report INPUT' fits one first. " + inputs +
+                         " Needs matplotlib (pip install 'deem[report]').")
+    rep.add_argument("model_or_input", help="a saved model (then INPUT follows), or the labels to fit and report")
+    rep.add_argument("input", nargs="?", help="the labels the report reads")
+    rep.add_argument("--output", "-o", required=True, help="the HTML page to write")
+    for p in (agg, fit, pred, rep):
         p.add_argument("--task", default="task", help="task column of a long table (default: task)")
         p.add_argument("--worker", default="worker", help="worker column (default: worker)")
         p.add_argument("--label", default="label", help="label column (default: label)")
-    for p in (demo, agg, fit):
+    for p in (demo, agg, fit, rep):
         p.add_argument("--solver", default="auto", choices=["auto", "bayes", "exact", "gwg", "dlp"])
         p.add_argument("--epochs", type=int, default=100, help="training epochs of the gwg and dlp solvers")
         p.add_argument("--seed", type=int, default=0)
@@ -220,10 +248,11 @@ def main(argv=None) -> int:
                        choices=["sparsemax", "entmax", "softmax", "relu", "gelu", "silu"],
                        help="one learnable preprocessing layer (activation, default sparsemax)")
     args = parser.parse_args(argv)
-    command = {"demo": _demo, "aggregate": _aggregate, "fit": _fit, "predict": _predict}[args.command]
+    command = {"demo": _demo, "aggregate": _aggregate, "fit": _fit, "predict": _predict,
+               "report": _report}[args.command]
     try:
         return command(args)
-    except (ValueError, TypeError, KeyError, OSError) as e:  # a bad file or setting: one line, no traceback
+    except (ValueError, TypeError, KeyError, OSError, ImportError) as e:  # a bad file or setting: one line, no traceback
         message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(f"deem {args.command}: error: {message}", file=sys.stderr)
         return 2

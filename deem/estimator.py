@@ -428,6 +428,22 @@ class DEEM(BaseEstimator):
         """``(n_samples, n_classes)`` probabilities of each consensus class, aligned like ``predict``."""
         return self._predict(predictions)[1]
 
+    def report(self, path, predictions, task: str = "task", worker: str = "worker", label: str = "label",
+               title: str = "DEEM report"):
+        """Write one self-contained HTML page of what the fit learned about ``predictions`` (:mod:`deem.report`):
+        voters ranked by reliability with uncertainty bands, confusion heat maps, flagged spammers and
+        adversaries, the consensus's class balance and confidence, agreement between voters, the training
+        curve. ``predictions``: what ``predict`` takes, or the long frame of ``fit_long``. Needs matplotlib
+        (``pip install 'deem[report]'``). Returns ``path``."""
+        from .report import write_report
+
+        check_is_fitted(self, "model_")
+        if type(predictions).__name__ == "DataFrame":
+            coded = self._code_long(predictions, task, worker, label)
+            return write_report(self, path, coded.labels, names=list(self.workers_), classes=list(self.classes_),
+                                title=title)
+        return write_report(self, path, predictions, title=title)
+
     def score(self, predictions, true_labels) -> float:
         """Accuracy of the consensus against ``true_labels`` (entries ``-1`` are skipped).
 
