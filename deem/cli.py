@@ -11,6 +11,39 @@ import numpy as np
 
 
 def _demo(args) -> int:
+    if args.digits:
+        return _demo_digits(args)
+    from .alignment import majority_vote
+    from ._validation import check_labels
+    from .datasets import crowd_with_spammers
+    from .estimator import DEEM
+    from .report import flags, wilson
+
+    X, y, roles, true_accuracy = crowd_with_spammers(random_state=args.seed)
+    n, d = X.shape
+    print(f"A crowd of {d} annotators on {n} tasks, 4 classes, 5 labels a task: {roles.count('honest')} honest "
+          f"(accuracy 0.5-0.9), {roles.count('spammer')} spammers (random answers) and one adversary who labels half "
+          "the tasks, always with the wrong class (the next one).")
+    mv = majority_vote(check_labels(X)).numpy()
+    start = time.perf_counter()
+    model = DEEM(random_state=args.seed, device=args.device, verbose=args.verbose, **_model_args(args))
+    consensus = model.fit(X).predict(X)
+    elapsed = time.perf_counter() - start
+    print(f"\nMajority vote accuracy: {np.mean(mv == y):.4f}   (the spammers add noise; the adversary outvotes)")
+    print(f"DEEM accuracy:          {np.mean(consensus == y):.4f}   "
+          f"(solver {model.solver_}, fit + predict {elapsed:.2f} s on {model.device_})")
+    skill = np.asarray(model.skill_)
+    given = (X >= 0).sum(axis=0)
+    found = flags(np.asarray(model.confusion_), skill, *wilson(skill, given), given, model._aligned_class_prior())
+    print("\nWhat DEEM learned about each annotator, without any gold label (skill_ = its expected accuracy):")
+    print(f"  {'annotator':<10} {'role':<10} {'true accuracy':>13} {'skill_':>7}  flags")
+    for i in np.argsort(-np.asarray(model.skill_)):
+        print(f"  {i:<10} {roles[i]:<10} {true_accuracy[i]:>13.2f} {model.skill_[i]:>7.2f}  {'; '.join(found[i])}")
+    print("\nSee it as a page: model.report('report.html', X), or deem report answers.csv -o report.html")
+    return 0
+
+
+def _demo_digits(args) -> int:
     from .alignment import majority_vote
     from ._validation import check_labels
     from .datasets import classifier_ensemble
@@ -202,7 +235,9 @@ def main(argv=None) -> int:
               "dense matrix (.npy, or a CSV/TSV/Parquet without those columns: one column per classifier, -1 "
               "for missing) or a .mat file of the original research code.")
 
-    demo = sub.add_parser("demo", help="aggregate a scikit-learn classifier ensemble; compare with majority vote")
+    demo = sub.add_parser("demo", help="a crowd with spammers and an adversary: majority vote, DEEM, and what DEEM "
+                          "learned about each annotator (--digits: a scikit-learn classifier ensemble instead)")
+    demo.add_argument("--digits", action="store_true", help="aggregate nine scikit-learn classifiers on the digits")
     agg = sub.add_parser("aggregate", help="fit and predict at once: consensus labels from long-format tables",
                          description="Fit and predict at once. Reads long-format CSV/TSV/Parquet (one row per "
                          "label); writes the consensus per task (CSV, or Parquet by extension).")

@@ -146,3 +146,33 @@ def classifier_ensemble(random_state: int = 0):
         model.fit(X_tr[:, cols], y_tr)
         preds.append(model.predict(X_te[:, cols]))
     return np.column_stack(preds), y_te, list(models)
+
+
+def crowd_with_spammers(n_tasks: int = 3000, n_honest: int = 18, n_spammers: int = 8, n_classes: int = 4,
+                        per_task: int = 5, adversary_share: float = 0.5, accuracy: Tuple[float, float] = (0.5, 0.9),
+                        random_state: int = 0):
+    """A crowd where the aggregator matters: honest annotators, spammers and one prolific adversary.
+
+    Each task gets ``per_task`` labels from distinct annotators drawn among the honest ones (each names the true
+    class with its own probability from ``accuracy``, else a uniformly chosen other class) and the spammers
+    (a uniformly random class, whatever the task); the adversary, the last annotator, labels a share
+    ``adversary_share`` of the tasks, always with the *next* class (true + 1 mod K). Returns ``(X, y, roles,
+    accuracy)``: ``X`` ``(n_tasks, n_annotators)`` with ``-1`` for no label, the true classes, each
+    annotator's role (``'honest'``, ``'spammer'``, ``'adversary'``) and its true accuracy.
+    """
+    rng = np.random.default_rng(random_state)
+    k, d = n_classes, n_honest + n_spammers + 1
+    y = rng.integers(0, k, n_tasks)
+    skill = np.concatenate([rng.uniform(*accuracy, n_honest), np.full(n_spammers, 1.0 / k), [0.0]])
+    roles = ["honest"] * n_honest + ["spammer"] * n_spammers + ["adversary"]
+    X = np.full((n_tasks, d), -1, dtype=np.int64)
+    who = np.argsort(rng.random((n_tasks, d - 1)), axis=1)[:, :per_task]  # distinct annotators per task
+    rows = np.repeat(np.arange(n_tasks), per_task)
+    cols = who.reshape(-1)
+    truth = y[rows]
+    wrong = (truth + rng.integers(1, k, truth.shape[0])) % k
+    honest = np.where(rng.random(truth.shape[0]) < skill[np.minimum(cols, d - 2)], truth, wrong)
+    X[rows, cols] = np.where(cols < n_honest, honest, rng.integers(0, k, truth.shape[0]))
+    adversary = rng.random(n_tasks) < adversary_share
+    X[adversary, d - 1] = (y[adversary] + 1) % k
+    return X, y, roles, skill

@@ -7,9 +7,9 @@ anywhere. It shows, for the voters (annotators, classifiers, labeling functions)
   with a 95% Wilson band from the number of labels it gave, its coverage and its abstention rate;
 * confusion heat maps of the pooled confusion (label-weighted over the voters) and of the most and the
   least reliable voters;
-* flags: a voter at or below chance (skill <= 1/K), a *spammer* (its answers hardly depend on the class:
-  every two columns of its confusion within 0.1 in total variation), an *adversary* (it names some other
-  class more often than the true one, for a class: it swaps classes);
+* flags: a *spammer* (a G-test does not reject that its labels are independent of the true class), an
+  *adversary* (its skill's whole band below chance, 1/K: wrong more often than random; with the classes it
+  swaps);
 * the consensus: its class balance and the histogram of its confidence (the top class's probability);
 * agreement between the most active voters on the items both labelled; and the training curve.
 
@@ -25,11 +25,10 @@ from typing import List, Optional
 import numpy as np
 
 # Wilson interval's z for 95%; voters shown in the ranked chart (the best and the worst half each);
-# voters in the agreement map; the spammer flag's total-variation threshold.
+# voters in the agreement map.
 Z95 = 1.96
 RANKED_SHOWN = 40
 AGREEMENT_SHOWN = 25
-SPAMMER_TV = 0.1
 
 
 def _require_matplotlib():
@@ -62,21 +61,45 @@ def wilson(p: np.ndarray, n: np.ndarray, z: float = Z95):
     return np.where(n > 0, low, 0.0), np.where(n > 0, high, 1.0)
 
 
-def flags(confusion: np.ndarray, skill: np.ndarray) -> List[List[str]]:
-    """Per voter, what is wrong with it (empty: nothing): below chance, spammer, adversary."""
+def independence_p_value(confusion: np.ndarray, given: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    """``(D,)`` p-value of "a voter's label does not depend on the true class" (a G-test on its expected counts).
+
+    A voter's expected counts are ``N_tl = n_i * prior_t * P_i(l | t)`` (``n_i`` the labels it gave); the
+    statistic ``G = 2 sum N_tl log(N_tl / E_tl)``, ``E`` the counts under independence, is chi-square with
+    ``(K - 1)^2`` degrees of freedom when the voter answers at random.
+    """
+    from scipy.stats import chi2
+
+    k = confusion.shape[1]
+    joint = given[:, None, None] * prior[None, :, None] * confusion  # (D, t, l)
+    total = joint.sum(axis=(1, 2), keepdims=True)
+    expected = joint.sum(axis=2, keepdims=True) * joint.sum(axis=1, keepdims=True) / np.maximum(total, 1e-300)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(joint > 0, joint * np.log(joint / np.maximum(expected, 1e-300)), 0.0)
+    return chi2.sf(2.0 * terms.sum(axis=(1, 2)), df=max((k - 1) ** 2, 1))
+
+
+def flags(confusion: np.ndarray, skill: np.ndarray, low: np.ndarray, high: np.ndarray, given: np.ndarray,
+          prior: np.ndarray, level: float = 0.05) -> List[List[str]]:
+    """Per voter, what is wrong with it (empty: nothing):
+
+    * *spammer*: independence of its labels from the true class is not rejected at ``level``
+      (``independence_p_value``): its answers cannot be told from random ones;
+    * *adversary*: its skill's whole 95% band ``[low, high]`` lies below chance, 1/K: it is wrong more often
+      than a random voter, so it steers to wrong classes; the classes it swaps (P(says s | true t) > 1/2,
+      s != t) are named.
+    """
     d, k, _ = confusion.shape
+    p_random = independence_p_value(confusion, given, prior)
     out: List[List[str]] = []
     for i in range(d):
-        c = confusion[i]  # (true, said)
         found = []
-        if skill[i] <= 1.0 / k:
-            found.append("at or below chance")
-        tv = max(0.5 * np.abs(c[a] - c[b]).sum() for a in range(k) for b in range(k)) if k > 1 else 0.0
-        if tv < SPAMMER_TV:
-            found.append("spammer: its answers hardly depend on the class")
-        swapped = [(t, int(c[t].argmax())) for t in range(k) if c[t].argmax() != t and c[t].max() > c[t, t]]
-        if swapped:
-            found.append("adversary: swaps " + ", ".join(f"{t}->{s}" for t, s in swapped))
+        if p_random[i] > level:
+            found.append(f"spammer: its answers cannot be told from random ones (p = {p_random[i]:.2f})")
+        elif high[i] < 1.0 / k:
+            swaps = [f"{t}->{int(confusion[i, t].argmax())}" for t in range(k)
+                     if confusion[i, t].argmax() != t and confusion[i, t].max() > 0.5]
+            found.append("adversary: below chance" + (f", swaps {', '.join(swaps)}" if swaps else ""))
         out.append(found)
     return out
 
@@ -121,7 +144,7 @@ def write_report(model, path: str, predictions, names: Optional[List[str]] = Non
         values = data.values.cpu().numpy()
         given, dense = (values >= 0).sum(axis=0).astype(np.float64), values
     low, high = wilson(skill, given)
-    flagged = flags(confusion, skill)
+    flagged = flags(confusion, skill, low, high, given, np.asarray(model._aligned_class_prior()))
     figures = []
 
     # 1. reliability, ranked

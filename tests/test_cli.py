@@ -7,11 +7,31 @@ from deem.datasets import dawid_skene
 
 
 def test_demo_prints_both_accuracies(capsys):
-    assert main(["demo", "--device", "cpu"]) == 0
+    assert main(["demo", "--device", "cpu", "--digits"]) == 0
     out = capsys.readouterr().out
     mv = float(out.split("Majority vote accuracy:")[1].split()[0])
     ours = float(out.split("DEEM accuracy:")[1].split()[0])
     assert 0.8 < mv <= 1 and ours >= mv - 0.01
+
+
+def test_the_default_demo_is_a_crowd_where_the_aggregator_matters(capsys):
+    """Spammers and an adversary: DEEM far above majority vote, and the annotators' reliability it found."""
+    assert main(["demo", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    mv = float(out.split("Majority vote accuracy:")[1].split()[0])
+    ours = float(out.split("DEEM accuracy:")[1].split()[0])
+    assert ours > mv + 0.1
+    table = out.split("without any gold label")[1]
+    rows = [line.split() for line in table.splitlines() if line.strip()[:1].isdigit()]
+    assert len(rows) == 27
+    adversary = next(r for r in rows if r[1] == "adversary")
+    assert "adversary:" in " ".join(adversary) and float(adversary[3]) < 0.1
+    spam_flags = sum("spammer:" in " ".join(r) for r in rows if r[1] == "spammer")
+    honest_flags = sum(len(r) > 4 for r in rows if r[1] == "honest")
+    assert spam_flags >= 6 and honest_flags == 0
+    # the skill it found tracks the true accuracy of the honest annotators
+    honest = np.array([[float(r[2]), float(r[3])] for r in rows if r[1] == "honest"])
+    assert np.corrcoef(honest.T)[0, 1] > 0.95
 
 
 def test_aggregate_long_csv(tmp_path, capsys):
