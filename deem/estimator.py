@@ -1,7 +1,6 @@
 """The scikit-learn-style ``DEEM`` estimator: glue between validation, the RBM, solvers and alignment."""
 from __future__ import annotations
 
-import logging
 import sys
 from typing import Optional
 
@@ -11,6 +10,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from . import persistence
+from .log import log as _log
 from ._validation import LabelData, check_choice, check_labels, check_true_labels, is_sparse, present_rows
 from .sparse import SparseLabels
 from .alignment import agreement_table, assignment_from_table, hungarian_map, majority_vote
@@ -780,31 +780,6 @@ def _densify(data, who: str) -> LabelData:
             f"{sorted(name for name, s in solvers.SOLVERS.items() if s.one_unit)} with hidden_dim=1, no "
             "preprocessing, auto_hyperparameters=False")
     return LabelData(data.to_dense(), False, data.n_classes)
-
-
-LOGGER = logging.getLogger("deem")
-
-
-class _StderrHandler(logging.StreamHandler):
-    """Writes to whatever ``sys.stderr`` is at the time (a notebook's or a test's capture included)."""
-
-    def emit(self, record):
-        self.stream = sys.stderr
-        super().emit(record)
-
-
-def _log(message: str) -> None:
-    """A ``verbose=True`` message, through the ``deem`` logger at INFO. A ``deem`` logger with no handler of its
-    own gets one (once) that writes to stderr and stops propagation, so that ``verbose`` shows its messages as it
-    always did; an application that gives the logger its handlers (or sets ``propagate``) routes them itself."""
-    if not LOGGER.handlers:
-        handler = _StderrHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        LOGGER.addHandler(handler)
-        LOGGER.propagate = False
-    if LOGGER.level == logging.NOTSET:
-        LOGGER.setLevel(logging.INFO)
-    LOGGER.info(message)
 
 
 def _overrides(**values) -> dict:

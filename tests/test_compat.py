@@ -91,4 +91,7 @@ def test_verbose_messages_go_through_the_deem_logger(crowd):
     finally:
         logger.handlers[:], logger.propagate, _ = saved
         logger.setLevel(saved[2])
-    assert len(records) == 1 and records[0].levelno == logging.INFO and "exact EM" in records[0].getMessage()
+    messages = [r.getMessage() for r in records]
+    assert all(r.levelno == logging.INFO for r in records) and "exact EM" in messages[-1]
+    steps = [m for m in messages if "EM step" in m and "mean negative log-likelihood" in m]
+    assert len(steps) >= 2 and len(messages) == len(steps) + 1  # progress per check, then the report; silent else

@@ -122,7 +122,8 @@ def learn_prior(expected_log_sum: np.ndarray, n_columns: int, start) -> tuple:
 
 
 def train_variational(rbm: RBM, data: LabelData, max_iter: int = 1000, tol: float = 1e-8,
-                      learn: bool = True, informative: bool = False, comm=None, monitor=None) -> OneUnitFit:
+                      learn: bool = True, informative: bool = False, comm=None, monitor=None,
+                      progress=None) -> OneUnitFit:
     """Fit the variational posterior; store ``E[log P]`` and ``E[log pi]`` in ``rbm``.
 
     Two starts, the soft and the hard majority vote; the one with the higher
@@ -215,7 +216,7 @@ def train_variational(rbm: RBM, data: LabelData, max_iter: int = 1000, tol: floa
         return monitor(rbm)
 
     theta, history, _, monitored = best_of_starts(em_step, starts, normalize, int(max_iter), tol, distance=distance,
-                                                  monitor=None if monitor is None else watch)
+                                                  monitor=None if monitor is None else watch, progress=progress)
     post, post_pi, rates, params = posterior(theta)
     elog_p, elog_abstain = expected_logs(post, rates)
     elog_pi = _expected_log(post_pi, dim=0)

@@ -233,7 +233,7 @@ def train_exact(rbm: RBM, data: LabelData, prior_strength: float, max_iter: int 
         return monitor(rbm)
 
     theta, history, _, monitored = best_of_starts(em_step, starts, normalize_probabilities, max_iter, tol,
-                                                  monitor=None if monitor is None else watch)
+                                                  monitor=None if monitor is None else watch, progress=progress)
     logp_ext, logpi = log_params(theta)
     logp, log_abstain = split(logp_ext)
     fit = OneUnitFit(logp, logpi, log_abstain, history, monitored=monitored)

@@ -15,6 +15,7 @@ import torch
 from .._validation import LabelData, is_sparse, present_rows
 from ..anchor import decide_anchor
 from ..distributed import total, total_int
+from ..log import log
 from ..missingness import ONE_CLASS_MAJORITY, one_class_share, presence_log_bayes_factor
 from ..rbm import RBM
 from .soft_evidence import train_soft_evidence
@@ -65,10 +66,16 @@ def decide_missing(data: LabelData, missing: str, comm=None):
 
 
 def fit_one_unit(data: LabelData, solver: str, missing: str, prior_strength: float, device,
-                 anchor: str = "auto", comm=None, monitor=None) -> OneUnitResult:
+                 anchor: str = "auto", comm=None, monitor=None, verbose: bool = False) -> OneUnitResult:
     """Fit ``solver`` ('exact' or 'bayes'; soft labels: 'exact', the virtual-evidence EM) under ``missing``
     ('auto', 'ignorable', 'informative'), stopping where ``anchor`` says (:mod:`deem.anchor`)."""
     kind, factor, share = decide_missing(data, missing, comm)
+    progress = None
+    if verbose and (comm is None or comm.rank == 0):
+        what = "negative ELBO per row" if solver == "bayes" else "mean negative log-likelihood"
+        starts = ("soft", "hard")
+        progress = lambda start, step, value: log(f"  {solver} from the {starts[start]} majority vote: EM step "
+                                                  f"{step}, {what} {value:.6f}")
     informative = kind == "informative"
     stop = decide_anchor(anchor, kind)
     steps = {} if stop == "none" else {"max_iter": 0}
@@ -77,13 +84,15 @@ def fit_one_unit(data: LabelData, solver: str, missing: str, prior_strength: flo
     if data.soft:  # rows with no column at all enter the informative fit in closed form
         n_empty = total_int(comm, int((~keep).sum()))
         history, monitored = train_soft_evidence(rbm, data.select(keep), prior_strength, informative, n_empty,
-                                                 comm=comm, monitor=monitor, **steps)
+                                                 comm=comm, monitor=monitor, progress=progress, **steps)
         return OneUnitResult(rbm, history, None, kind, stop, 0 if informative else n_empty, factor, share, monitored)
     rows = data if informative or bool(keep.all()) else data.select(keep)
     if solver == "bayes":
-        fit = train_variational(rbm, rows, informative=informative, comm=comm, monitor=monitor, **steps)
+        fit = train_variational(rbm, rows, informative=informative, comm=comm, monitor=monitor, progress=progress,
+                                **steps)
     else:
-        fit = train_exact(rbm, rows, prior_strength, informative=informative, comm=comm, monitor=monitor, **steps)
+        fit = train_exact(rbm, rows, prior_strength, informative=informative, comm=comm, monitor=monitor,
+                          progress=progress, **steps)
     dropped = 0 if informative else total_int(comm, int((~keep).sum()))
     return OneUnitResult(rbm, fit.history, fit.prior, kind, stop, dropped, factor, share, fit.monitored)
 
@@ -109,7 +118,7 @@ class OneUnitSolver(Solver):
 
     def fit(self, data, all_rows, settings: Settings) -> SolverResult:
         result = fit_one_unit(all_rows, self.name, settings.missing, settings.prior_strength, settings.device,
-                              settings.anchor, settings.comm, settings.monitor)
+                              settings.anchor, settings.comm, settings.monitor, settings.verbose)
         attributes = {"variational_prior_": result.prior, "missing_": result.missing,
                       "missing_log_bayes_factor_": result.log_bayes_factor,
                       "missing_one_class_share_": result.one_class_share, "anchor_": result.anchor,

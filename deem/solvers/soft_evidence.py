@@ -154,7 +154,7 @@ def fold_abstentions(logp_ext: torch.Tensor, logpi: torch.Tensor):
 
 
 def _fit(values: torch.Tensor, prior_strength: float, max_iter: int, tol: float, informative: bool = False,
-         n_empty: int = 0, comm=None, monitor=None):
+         n_empty: int = 0, comm=None, monitor=None, progress=None):
     """``fit_soft_evidence``; with ``informative`` the parameters are ``log P (K + 1, K, D)`` (abstention last)
     and ``n_empty`` more rows, where every classifier abstained, count as data. ``comm``: ``values`` is this
     rank's share of the rows and every sum over rows is all-reduced (:mod:`deem.distributed`); ``n_empty``
@@ -205,7 +205,7 @@ def _fit(values: torch.Tensor, prior_strength: float, max_iter: int, tol: float,
     hard = torch.nn.functional.one_hot(avg.argmax(dim=1), k).to(torch.float64) * has
     watch = None if monitor is None else (lambda theta: monitor(*log_params(theta)))
     theta, history, _, monitored = best_of_starts(em_step, (start(q0) for q0 in (avg, hard)), normalize_probabilities,
-                                                  int(max_iter), tol, monitor=watch)
+                                                  int(max_iter), tol, monitor=watch, progress=progress)
     logp, logpi = log_params(theta)
     return logp, logpi, history, monitored
 
@@ -245,7 +245,7 @@ def posterior_soft_evidence(values: torch.Tensor, logp: torch.Tensor, logpi: tor
 
 
 def train_soft_evidence(rbm, data, prior_strength: float, informative: bool = False, n_empty: int = 0,
-                        max_iter: int = 1000, comm=None, monitor=None):
+                        max_iter: int = 1000, comm=None, monitor=None, progress=None):
     """``solver='exact'`` on soft labels: fit by :func:`fit_soft_evidence`, store it in ``rbm``.
 
     ``W[..., 0] = log P``, ``b_v = 0``, ``b_h[0] = log pi`` (``RBM.set_one_unit``; under
@@ -266,6 +266,6 @@ def train_soft_evidence(rbm, data, prior_strength: float, informative: bool = Fa
 
     watch = None if monitor is None else (lambda logp, logpi: (store(logp, logpi), monitor(rbm))[1])
     logp, logpi, history, monitored = _fit(data.values, prior_strength, max_iter, 1e-8, informative, n_empty, comm,
-                                           watch)
+                                           watch, progress)
     store(logp, logpi)
     return history, monitored

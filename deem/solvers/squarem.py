@@ -51,7 +51,8 @@ def squarem(em_step: EMStep, theta: Params, normalize: Callable[[Params], Params
             tol: float, check_every: int = 1,
             distance: Optional[Callable[[Params, Params], torch.Tensor]] = None,
             join: Optional[Params] = None,
-            on_check: Optional[Callable[[Params], None]] = None) -> Tuple[Params, List[float], float, int]:
+            on_check: Optional[Callable[[Params], None]] = None,
+            report: Optional[Callable[[int, float], None]] = None) -> Tuple[Params, List[float], float, int]:
     """Iterate ``em_step`` with SQUAREM from ``theta`` until one EM step moves no probability by ``tol``
     (or the objective stops changing beyond rounding, ``OBJECTIVE_RTOL * tol`` relative).
 
@@ -63,7 +64,8 @@ def squarem(em_step: EMStep, theta: Params, normalize: Callable[[Params], Params
     objective there (one evaluation). ``join``: another run's fixed point; at a check within
     ``JOIN_RADIUS`` of it the run stops, in that fixed point's basin, and its objective is
     ``-inf`` (the other run stands for it; see ``best_of_starts``). ``on_check(theta)`` is called at
-    every check (and on the returned ``theta``) -- a monitor, e.g. accuracy against gold labels. Returns ``(theta, history,
+    every check (and on the returned ``theta``) -- a monitor, e.g. accuracy against gold labels;
+    ``report(evaluations, value)`` too, with the history's value there (progress for ``verbose``). Returns ``(theta, history,
     objective, evaluations)``: ``history`` is the mean negative log-likelihood at the start of
     every checked cycle, ``objective`` the objective at the last check (on convergence one EM
     step, smaller than ``tol``, before the returned ``theta``: no pass is spent on it).
@@ -87,6 +89,8 @@ def squarem(em_step: EMStep, theta: Params, normalize: Callable[[Params], Params
             history.append(float(nll0))
             if on_check is not None:
                 on_check(theta)
+            if report is not None:
+                report(evaluations, history[-1])
             objective = float(f0)
             if float(distance(theta1, theta)) < tol or abs(objective - last) < OBJECTIVE_RTOL * tol * abs(objective):
                 return theta1, history, objective, evaluations
@@ -127,9 +131,11 @@ def squarem(em_step: EMStep, theta: Params, normalize: Callable[[Params], Params
 
 def best_of_starts(em_step: EMStep, starts: Sequence[Params], normalize: Callable[[Params], Params], max_iter: int,
                    tol: float, distance: Optional[Callable[[Params, Params], torch.Tensor]] = None,
-                   monitor: Optional[Callable[[Params], object]] = None):
+                   monitor: Optional[Callable[[Params], object]] = None,
+                   progress: Optional[Callable[[int, int, float], None]] = None):
     """``squarem`` from each start in turn; the run of the highest objective: ``(theta, history, objective,
     monitored)``, ``monitored`` the values ``monitor(theta)`` took at each check of that run (``[]`` without one).
+    ``progress(start, evaluations, value)`` is called at every check of every run.
 
     A later run that reaches the basin of the first run's fixed point stops there (``join``): it would end
     at that fixed point, so its remaining passes would only reproduce the first run. With ``max_iter=0``
@@ -137,11 +143,12 @@ def best_of_starts(em_step: EMStep, starts: Sequence[Params], normalize: Callabl
     """
     best = None
     first = None
-    for theta0 in starts:
+    for index, theta0 in enumerate(starts):
         seen: list = []
+        report = None if progress is None else (lambda ev, value, index=index: progress(index, ev, value))
         hook = None if monitor is None else (lambda t, seen=seen: seen.append(monitor(t)))
         theta, history, objective, _ = squarem(em_step, theta0, normalize, max_iter, tol, distance=distance,
-                                               join=first, on_check=hook)
+                                               join=first, on_check=hook, report=report)
         if first is None and max_iter > 0:
             first = theta
         if best is None or objective > best[2]:
