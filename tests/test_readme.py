@@ -54,3 +54,27 @@ def test_readme_example_runs(index, tmp_path, monkeypatch):
         assert (tmp_path / "report.html").exists() and len(ns["labels"]) == 300
     if distributed:
         assert (tmp_path / "model.deem").exists() and ns["model"].n_ranks_ == 1
+
+
+def test_readme_command_lines_run(tmp_path, monkeypatch, capsys):
+    """The `deem ...` lines of README's shell examples, run through the CLI's entry point on made-up files."""
+    import shlex
+
+    pytest.importorskip("pyarrow")  # the examples read and write Parquet
+    from deem.cli import main
+    from deem.datasets import dawid_skene
+
+    monkeypatch.chdir(tmp_path)
+    df = crowd_frame()
+    df.to_csv("answers.csv", index=False)
+    df.to_csv("new_answers.csv", index=False)
+    df.to_parquet("answers.parquet")
+    pd.DataFrame({"task": np.arange(300), "label": np.zeros(300, dtype=int)}).to_csv("truth.csv", index=False)
+    np.save("predictions.npy", dawid_skene(n_samples=100, n_classifiers=6, random_state=1)[0])
+    text = README.read_text(encoding="utf-8")
+    lines = [line.split("#")[0].strip() for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+             for line in block.splitlines() if line.startswith("deem ")]
+    assert len(lines) >= 4
+    for line in lines:
+        assert main(shlex.split(line)[1:]) == 0, line
+    assert pd.read_parquet("consensus.parquet").shape[0] == 300 and (tmp_path / "consensus.csv").exists()
