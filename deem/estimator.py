@@ -148,7 +148,11 @@ class DEEM(BaseEstimator):
         if self.n_dropped_rows_:
             data = data.select(keep)
         hp = self._effective_hyperparameters(data, verbose)
-        hp.update(_overrides(epochs=epochs, learning_rate=learning_rate, batch_size=batch_size))
+        overrides = checked(comm, "checking fit's arguments",
+                            lambda: _overrides(epochs=epochs, learning_rate=learning_rate, batch_size=batch_size))
+        if comm is not None:  # a rank on other epochs or batches would wait in a collective the others skip
+            comm.agree("fit's epochs / learning_rate / batch_size", overrides)
+        hp.update(overrides)
         self.hyperparameters_ = hp
 
         host_gen, dev_gen = self._generators(device)
@@ -168,7 +172,8 @@ class DEEM(BaseEstimator):
             sampler_steps=int(self.sampler_steps), deterministic=bool(self.deterministic),
             scheduler=hp["scheduler"], init_method=init_method, use_weighted=bool(self.use_weighted),
             preprocessing=pre, refit=refit, device=device, host_generator=host_gen, device_generator=dev_gen,
-            verbose=verbose, comm=comm, monitor=self._monitor(data, gold, comm) if gold else None)
+            verbose=verbose, comm=comm,
+            monitor=self._monitor(data, gold, comm, solvers.get_solver(solver).one_unit) if gold else None)
         impl = solvers.get_solver(solver)
         impl.check(data, settings)
         result = impl.fit(data, all_rows, settings)
@@ -224,15 +229,20 @@ class DEEM(BaseEstimator):
         return gold
 
     @staticmethod
-    def _monitor(data, gold, comm):
+    def _monitor(data, gold, comm, virtual_evidence: bool):
         """``monitor(rbm) -> {key: accuracy}``: the consensus of the model being fitted against gold labels,
-        its hidden states aligned to the training rows' majority vote (summed over the ranks under ``comm``)."""
+        its hidden states aligned to the training rows' majority vote (summed over the ranks under ``comm``).
+        ``virtual_evidence``: the posterior is the soft-evidence EM's, as ``predict`` reads it then."""
         mv = majority_vote(data).cpu().numpy()
         k = data.n_classes
 
         def consensus(rbm, values):
             with torch.no_grad():
-                return rbm.hidden_probs(values)[:, 0, :].argmax(dim=1).cpu().numpy()
+                if virtual_evidence and values.soft:
+                    post = posterior_soft_evidence(values.values, rbm.W[..., 0].double(), rbm.b_h[0].double())
+                else:
+                    post = rbm.hidden_probs(values)[:, 0, :]
+                return post.argmax(dim=1).cpu().numpy()
 
         def monitor(rbm):
             table = agreement_table(consensus(rbm, data), mv, k)
@@ -264,17 +274,17 @@ class DEEM(BaseEstimator):
 
     @staticmethod
     def _agree_labels(data, comm):
-        """Under a distributed fit: one number of classes (the largest any rank saw), voters and kind of labels,
-        and at least one item on every rank -- or the same ``ValueError`` on every rank."""
+        """Under a distributed fit: one number of classes (hard labels: the largest any rank saw; soft labels:
+        their class axis, the same on every rank), voters and kind of labels -- or the same ``ValueError`` on
+        every rank."""
         if comm is None:
             return data
         comm.agree("the number of voters (columns)", data.n_classifiers)
         comm.agree("soft or hard labels", bool(data.soft))
-        k = comm.max_int(data.n_classes)
-        if k != data.n_classes:
-            if data.soft:
-                raise ValueError(f"distributed fit: soft labels of {data.n_classes} classes on this rank, {k} on another")
-            data.n_classes = k
+        if data.soft:  # the class axis is the array's shape: a mismatch is an error, everywhere
+            comm.agree("the number of classes (axis 1 of the soft labels)", data.n_classes)
+        else:
+            data.n_classes = comm.max_int(data.n_classes)
         return data
 
     def _effective_hyperparameters(self, data: LabelData, verbose: bool) -> dict:

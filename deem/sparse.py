@@ -139,8 +139,9 @@ class SparseLabels:
         from . import ops
 
         labels = np.asarray(labels)
-        if labels.size and int(labels.max()) >= n_classes:
-            raise ValueError(f"labels must be in 0..{n_classes - 1} (n_classes={n_classes}); got {int(labels.max())}")
+        if labels.size and (int(labels.max()) >= n_classes or int(labels.min()) < 0):
+            bad = int(labels.max()) if int(labels.max()) >= n_classes else int(labels.min())
+            raise ValueError(f"labels must be in 0..{n_classes - 1} (n_classes={n_classes}); got {bad}")
         index = lambda a: torch.from_numpy(np.require(a, np.int64, ["C", "W"]))
         row_ptr, voter, label, col_ptr, col_row, col_label, first = ops.csr_build(
             index(items), index(voters), index(labels).to(label_dtype(n_classes)),

@@ -95,3 +95,15 @@ def test_verbose_messages_go_through_the_deem_logger(crowd):
     assert all(r.levelno == logging.INFO for r in records) and "exact EM" in messages[-1]
     steps = [m for m in messages if "EM step" in m and "mean negative log-likelihood" in m]
     assert len(steps) >= 2 and len(messages) == len(steps) + 1  # progress per check, then the report; silent else
+
+
+def test_watched_accuracy_on_soft_labels_is_the_fitted_posterior_s(crowd):
+    """On soft labels solver='exact' predicts with the virtual-evidence posterior; the watched accuracy too."""
+    X, y = crowd
+    rng = np.random.default_rng(0)
+    V = np.zeros((len(X), 3, X.shape[1]))
+    rows, cols = np.nonzero(X >= 0)
+    V[rows, X[rows, cols], cols] = 1.0
+    V[rows, :, cols] = 0.6 * V[rows, :, cols] + 0.4 * rng.dirichlet(np.ones(3), size=len(rows))
+    model = DEEM(solver="exact", random_state=0).fit(V, labels=y)
+    assert model.history_["accuracy"][-1] == pytest.approx(model.score(V, y), abs=0.005)

@@ -123,6 +123,9 @@ def _rank_main(rank, world, init_file, out_dir, scenarios):
         for name, make in (("settings", lambda: DEEM(distributed=True, prior_strength=2.0 + rank).fit(crowd())),
                            ("empty", lambda: DEEM(distributed=True).fit(crowd()[:0 if rank == world - 1 else 50])),
                            ("voters", lambda: DEEM(distributed=True).fit(crowd()[:, :12 - rank])),
+                           ("soft-classes", lambda: DEEM(distributed=True).fit(
+                               np.concatenate([soft(), np.zeros((900, rank, 12))], axis=1))),
+                           ("overrides", lambda: DEEM(distributed=True, solver="gwg").fit(crowd(), epochs=1 + rank)),
                            ("preprocessing", lambda: DEEM(distributed=True, solver="gwg", epochs=1,
                                                           use_preprocessing=True).fit(crowd()))):
             try:
@@ -242,6 +245,8 @@ def test_a_voter_seen_on_one_rank_gets_one_column_everywhere(two_ranks):
 @pytest.mark.parametrize("what,match", [("settings", "disagree on the estimator's settings"),
                                         ("empty", r"checking the labels failed on rank\(s\) \[1\]: ValueError: predictions is empty"),
                                         ("voters", "disagree on the number of voters"),
+                                        ("soft-classes", "disagree on the number of classes"),
+                                        ("overrides", "disagree on fit's epochs"),
                                         ("preprocessing", "preprocessing layers is not supported yet")])
 def test_a_mismatch_is_the_same_error_on_every_rank(two_ranks, what, match):
     messages = [res["error-" + what] for res in two_ranks]

@@ -155,10 +155,8 @@ def train_pcd(
             if transformed is not None:
                 free = ops.free_energy_soft(transformed.values, rbm.W.detach(), rbm.b_v.detach(), rbm.b_h.detach())
                 pre_grads = torch.autograd.grad(free.mean(), pre_params)
+            _sgd_step(params, velocity, (dW, db_v, db_h), cfg.momentum, lr)
             with torch.no_grad():
-                for p, v, g in zip(params, velocity, (dW, db_v, db_h)):
-                    v.mul_(cfg.momentum).add_(g)
-                    p.sub_(v, alpha=lr)
                 if transformed is not None:
                     for p, v, g, p0 in zip(pre_params, pre_velocity, pre_grads, pre_start):
                         v.mul_(cfg.momentum).add_(g).add_(p - p0, alpha=PREPROCESSING_ANCHOR)
@@ -199,10 +197,15 @@ def _join_step(comm, params, velocity, cfg, lr, masks) -> None:
                                                                      device=params[0].device))
     if masks is not None:
         dW, db_v, db_h = dW * masks[0], db_v * masks[1], db_h * masks[2]
-    with torch.no_grad():
-        for p, v, g in zip(params, velocity, (dW, db_v, db_h)):
-            v.mul_(cfg.momentum).add_(g)
-            p.sub_(v, alpha=lr)
+    _sgd_step(params, velocity, (dW, db_v, db_h), cfg.momentum, lr)
+
+
+@torch.no_grad()
+def _sgd_step(params, velocity, grads, momentum: float, lr: float) -> None:
+    """SGD with momentum (PyTorch's rule, no dampening) on the RBM's parameters."""
+    for p, v, g in zip(params, velocity, grads):
+        v.mul_(momentum).add_(g)
+        p.sub_(v, alpha=lr)
 
 
 # Rows of the transformed data the RBM's initialization reads when preprocessing.
