@@ -365,8 +365,9 @@ class DEEM(BaseEstimator):
     def abstain_rate_(self) -> np.ndarray:
         """``(D, K)``: ``abstain_rate_[i, c]`` = P(voter i gives no label | true class c), aligned classes.
 
-        Learned per class under informative missingness (``missing_ == 'informative'``);
-        under ignorable missingness a voter's rate is its share of missing entries, the same for every class.
+        Learned per class for the voters whose abstentions the model holds (``informative_voters_``: every
+        voter when ``missing_ == 'informative'``, some when ``'mixed'``); for the others a voter's rate is its
+        share of missing entries, the same for every class.
         With preprocessing layers there is no such rate for the virtual classifiers: NaN.
         """
         check_is_fitted(self, "model_")
@@ -375,6 +376,10 @@ class DEEM(BaseEstimator):
             rate = rbm.log_abstain.exp().cpu().numpy()  # (D, K) in hidden-state order
             out = np.empty_like(rate)
             out[:, self._mapping()] = rate
+            modelled = getattr(self, "informative_voters_", None)
+            if modelled is not None:  # missing_ == 'mixed': the other voters' rate is their share of missing entries
+                ignorable = ~np.asarray(modelled, dtype=bool)
+                out[ignorable] = (1.0 - np.asarray(self.coverage_))[ignorable, None]
             return out
         if getattr(self, "preprocessor_", None) is not None:
             return np.full((self.n_classifiers_, self.n_classes_), np.nan)
@@ -569,6 +574,8 @@ class DEEM(BaseEstimator):
             "posterior_": self.posterior_, "variational_prior_": self.variational_prior_,
             "missing_": self.missing_, "missing_log_bayes_factor_": self.missing_log_bayes_factor_,
             "missing_one_class_share_": getattr(self, "missing_one_class_share_", None),
+            "informative_voters_": None if getattr(self, "informative_voters_", None) is None else [
+                bool(x) for x in self.informative_voters_],
             "anchor_": self.anchor_, "layout_": self.layout_,
             "coverage_": [float(c) for c in self.coverage_],
             "class_map_": None if self.class_map_ is None else [int(x) for x in self.class_map_],
@@ -620,6 +627,9 @@ class DEEM(BaseEstimator):
         self.missing_ = fitted.get("missing_", "ignorable")
         self.missing_log_bayes_factor_ = fitted.get("missing_log_bayes_factor_")
         self.missing_one_class_share_ = fitted.get("missing_one_class_share_")
+        voters = fitted.get("informative_voters_")  # older files do not say: every voter as missing_ says
+        self.informative_voters_ = (np.asarray(voters, dtype=bool) if voters is not None
+                                    else np.full(fitted["n_classifiers_"], self.missing_ == "informative"))
         self.anchor_ = fitted.get("anchor_", "none")  # files of deem < 0.5: always converged
         self.layout_ = fitted.get("layout_", "dense")
         self.coverage_ = np.asarray(fitted.get("coverage_", [np.nan] * fitted["n_classifiers_"]), dtype=np.float64)

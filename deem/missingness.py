@@ -8,6 +8,8 @@
   and class, ``P_i(abstain | m)``, so ``p(v) = sum_m pi_m prod_{i present}
   P_i(v_i | m) prod_{i absent} P_i(abstain | m)``. A row with no label at all is
   data too (every voter abstained).
+* ``'mixed'`` (chosen by ``'auto'`` only): the abstentions of some voters are
+  modelled as under informative, the other voters' missing labels are ignorable.
 * ``'auto'``: the data decide, before any fit, by a Bayes factor. Missingness is
   informative when whether a voter answers depends on the class; the class is
   not known, but what the *other* voters say about the row is a proxy that does
@@ -30,6 +32,10 @@
   its answering does not depend on it), so ``'auto'`` picks informative. This
   catches sparse labeling-function ensembles where the Bayes factor lacks
   power; on crowds such voters hold at most 5% of the labels (``product``).
+  Where both readings say ignorable, a third decides per voter (``'mixed'``,
+  ``agreeing_one_class_voters``): a one-class voter whose presence follows its
+  class (the other voters name its class on its rows more often than on all
+  rows) has its abstentions modelled; the other voters stay ignorable.
 """
 from __future__ import annotations
 
@@ -78,19 +84,45 @@ def _tally(a: torch.Tensor, b: torch.Tensor, n_a: int, n_b: int) -> torch.Tensor
     return torch.bincount(a.long() * n_b + b.long(), minlength=n_a * n_b).view(n_a, n_b).double()
 
 
-def one_class_share(values, n_classes: int, comm=None) -> float:
-    """Share of the labels given by one-class voters (see the module): all their labels name one class, and
-    the chance of that at the labels' overall class shares, ``sum_c share_c ** n``, is under ``ONE_CLASS_CHANCE``.
+def one_class_voters(values, n_classes: int, comm=None) -> torch.Tensor:
+    """``(D,)`` bool: the one-class voters (see the module): all their labels name one class, and the chance of
+    that at the labels' overall class shares, ``sum_c share_c ** n``, is under ``ONE_CLASS_CHANCE``.
     ``comm`` (:mod:`deem.distributed`): ``values`` is this rank's share of the items; the counts are summed."""
+    return _one_class(values, n_classes, comm)[0]
+
+
+def _one_class(values, n_classes: int, comm=None):
+    """``(one-class mask (D,), labels per voter (D,))``."""
     _, d, _, col, lab = _triples(values)
     counts = total(comm, _tally(col, lab, d, n_classes))
     given = counts.sum(dim=1)
     if float(given.sum()) == 0:
-        return 0.0
+        return torch.zeros(d, dtype=torch.bool, device=given.device), given
     shares = counts.sum(dim=0) / given.sum()
     chance = (shares.unsqueeze(0) ** given.unsqueeze(1)).sum(dim=1)  # (D,)
-    one_class = ((counts > 0).sum(dim=1) == 1) & (chance < ONE_CLASS_CHANCE)
+    return ((counts > 0).sum(dim=1) == 1) & (chance < ONE_CLASS_CHANCE), given
+
+
+def one_class_share(values, n_classes: int, comm=None) -> float:
+    """Share of the labels given by one-class voters (``one_class_voters``)."""
+    one_class, given = _one_class(values, n_classes, comm)
+    if float(given.sum()) == 0:
+        return 0.0
     return float(given[one_class].sum() / given.sum())
+
+
+def _leave_one_out(values, k: int):
+    """What both presence tests read: ``(n, d, row, col, lab, group (N,), loo (labels,))`` of this rank's
+    labels. A row's ``group`` is its majority vote (``k``: no vote); ``loo`` is, for each label, the
+    majority vote of the *other* voters on its row (``k``: none of them voted)."""
+    n, d, row, col, lab = _triples(values)
+    x_device = lab.device
+    votes = _tally(row, lab, n, k).long()
+    group = torch.where(votes.sum(dim=1) > 0, votes.argmax(dim=1), torch.full((n,), k, device=x_device))
+    others = votes[row].clone()
+    others[torch.arange(len(row), device=x_device), lab] -= 1
+    loo = torch.where(others.sum(dim=1) > 0, others.argmax(dim=1), torch.full_like(lab, k))
+    return n, d, row, col, lab, group, loo
 
 
 def presence_log_bayes_factor(values: torch.Tensor, n_classes: int, comm=None) -> float:
@@ -101,15 +133,7 @@ def presence_log_bayes_factor(values: torch.Tensor, n_classes: int, comm=None) -
     items; the tables the test reads (rows per group, a voter's presence per group) are summed.
     """
     k = n_classes
-    n, d, row, col, lab = _triples(values)
-    x_device = lab.device
-    votes = _tally(row, lab, n, k).long()
-    # group of a row for a voter absent from it: the row's majority vote (k: no vote at all)
-    group = torch.where(votes.sum(dim=1) > 0, votes.argmax(dim=1), torch.full((n,), k, device=x_device))
-    # group of a row for a voter present on it: the majority vote of the others
-    others = votes[row].clone()
-    others[torch.arange(len(row), device=x_device), lab] -= 1
-    loo = torch.where(others.sum(dim=1) > 0, others.argmax(dim=1), torch.full_like(lab, k))
+    n, d, row, col, lab, group, loo = _leave_one_out(values, k)
     g1 = k + 1
     rows_per_group = torch.bincount(group, minlength=g1).double()  # (G,)
     present_in = _tally(col, loo, d, g1)  # present rows by the others' vote
@@ -125,3 +149,31 @@ def presence_log_bayes_factor(values: torch.Tensor, n_classes: int, comm=None) -
     grouped = np.where(size > 0, betaln(1.0 + hits, 1.0 + size - hits), 0.0).sum()
     pooled = betaln(1.0 + total_present, 1.0 + n - total_present).sum()
     return float(grouped - pooled)
+
+
+def agreeing_one_class_voters(values, n_classes: int, comm=None) -> torch.Tensor:
+    """``(D,)`` bool: one-class voters (``one_class_voters``) whose presence goes with their class.
+
+    Take a one-class voter naming class c, and the rows it labelled on which another voter gave a label.
+    If whether it answers does not depend on the class, the other voters' majority vote on those rows
+    names c at the rate it does on every row, ``p_c`` (a spammer that always says c: its rows are any
+    rows). If it answers on the items of class c (a labeling function), the others name c more often.
+    Its ``h`` of ``m`` rows where they do are compared under ``Binomial(m, p_c)`` and ``Binomial(m, q)``,
+    ``q ~ U(0, 1)``: the voter is kept when the log Bayes factor ``log B(h + 1, m - h + 1) - h log p_c -
+    (m - h) log(1 - p_c)`` is positive. ``p_c`` is the share of the rows with a vote whose majority
+    vote is c. ``comm``: ``values`` is this rank's share of the items; the tables are summed.
+    """
+    k = n_classes
+    one_class = one_class_voters(values, k, comm)
+    _, d, row, col, lab, group, loo = _leave_one_out(values, k)
+    rows_per_group = torch.bincount(group, minlength=k + 1).double()
+    seen = loo < k
+    agree = _tally(col[seen], (loo[seen] == lab[seen]).long(), d, 2)  # (D, 2): others disagree, agree
+    voter_class = _tally(col, lab, d, k)
+    rows_per_group, agree, voter_class = total_many(comm, rows_per_group, agree, voter_class)
+    share = (rows_per_group[:k] / rows_per_group[:k].sum().clamp(min=1.0)).cpu().numpy()
+    c = voter_class.argmax(dim=1).cpu().numpy()
+    h, m = agree[:, 1].cpu().numpy(), agree.sum(dim=1).cpu().numpy()
+    p = np.clip(share[c], 1e-12, 1.0 - 1e-12)
+    log_factor = betaln(h + 1.0, m - h + 1.0) - h * np.log(p) - (m - h) * np.log1p(-p)
+    return one_class & torch.as_tensor((m > 0) & (log_factor > 0), device=one_class.device)

@@ -268,3 +268,105 @@ def test_one_class_share_counts_only_voters_beyond_chance():
     # voter 0 gives six 0s, at class shares 8/18 and 10/18 a chance of 0.037: one-class; the others are mixed
     assert one_class_share(torch.as_tensor(X), 2) == pytest.approx(6 / 18)
     assert one_class_share(torch.as_tensor(X[:3]), 2) == 0.0  # three equal labels happen by chance (> 0.05)
+
+
+# Half the voters name one class and fire on its items, sparsely: too few labels for the presence test
+# (negative log Bayes factor) and under half of them from one-class voters, so the whole-matrix readings say
+# ignorable -- under which a one-class voter tells nothing.
+HALF_ONE_CLASS = dict(n_samples=500, n_voters=10, n_classes=5, one_class_share=0.5, coverage=(0.03, 0.3),
+                      precision=(0.55, 0.75), activity_spread=0.5, random_state=40)
+
+
+def test_one_class_voters_whose_presence_follows_their_class_are_modelled_the_rest_ignorable():
+    L, y = labeling_functions(**HALF_ONE_CLASS)
+    mv = accuracy(majority_vote(L, 5), y, L)
+    ignorable = accuracy(DEEM(missing="ignorable").fit(L).predict(L), y, L)
+    model = DEEM().fit(L)
+    assert model.missing_log_bayes_factor_ < 0 and model.missing_one_class_share_ <= 0.5
+    assert model.missing_ == "mixed"
+    one_class = np.array([len(set(L[:, i][L[:, i] >= 0])) == 1 for i in range(L.shape[1])])
+    assert model.informative_voters_.any() and not (model.informative_voters_ & ~one_class).any()
+    default = accuracy(model.predict(L), y, L)
+    assert mv > ignorable + 0.2
+    assert default > ignorable + 0.2 and default > mv - 0.03
+    # the modelled voters' rate of abstaining depends on the class; the others' is their share of missing entries
+    rate = model.abstain_rate_
+    ignorable_voters = ~model.informative_voters_
+    np.testing.assert_allclose(rate[ignorable_voters], np.repeat(1 - model.coverage_[ignorable_voters, None], 5, 1))
+    assert (np.ptp(rate[model.informative_voters_], axis=1) > 0.05).all()
+
+
+def test_a_one_class_spammer_stays_ignorable_a_one_class_labeling_function_does_not():
+    """Both columns only ever say 0. The spammer answers on random rows: there the other voters' majority names
+    0 at its overall rate. The labeling function answers on rows of class 0: there the others name 0 more often."""
+    from deem.missingness import agreeing_one_class_voters
+
+    X, y = dawid_skene(n_samples=2000, n_classifiers=10, n_classes=3, accuracy=(0.6, 0.8), missing_rate=0.5,
+                       random_state=2)
+    rng = np.random.default_rng(0)
+    spammer = np.where(rng.random(2000) < 0.2, 0, -1)
+    labeling_function = np.where((y == 0) & (rng.random(2000) < 0.1), 0, -1)
+    L = np.column_stack([X, spammer, labeling_function])
+    flagged = agreeing_one_class_voters(torch.as_tensor(L), 3).numpy()
+    assert flagged.tolist() == [False] * 11 + [True]
+    model = DEEM().fit(L)
+    assert model.missing_ == "mixed" and model.informative_voters_.tolist() == [False] * 11 + [True]
+    # the labeling function is read as evidence for class 0 where it fires, and against it where it does not
+    rate = model.abstain_rate_[-1]
+    assert abs(rate[0] - 0.9) < 0.03 and rate[1] > 0.98 and rate[2] > 0.98  # it fires on 10% of class 0
+
+
+@pytest.mark.parametrize("solver", ["bayes", "exact"])
+def test_every_voter_marked_abstaining_is_the_informative_model(solver):
+    from deem._validation import LabelData
+    from deem.rbm import RBM
+    from deem.solvers import train_exact
+    from deem.solvers.bayes import train_variational
+
+    L, _ = labeling_functions(n_samples=800, n_voters=8, random_state=1)
+    data = LabelData(torch.as_tensor(L), False, 2)
+    fits = []
+    for abstaining in (None, torch.ones(L.shape[1], dtype=torch.bool)):
+        rbm = RBM(L.shape[1], 2, 1, dtype=torch.float64)
+        if solver == "bayes":
+            fits.append(train_variational(rbm, data, informative=True, abstaining=abstaining))
+        else:
+            fits.append(train_exact(rbm, data, 1.0, informative=True, abstaining=abstaining))
+    torch.testing.assert_close(fits[0].logp, fits[1].logp, rtol=0, atol=1e-12)
+    torch.testing.assert_close(fits[0].log_abstain, fits[1].log_abstain, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("solver", ["bayes", "exact"])
+def test_mixed_model_abstention_terms_only_for_the_marked_voters(solver):
+    """An unmarked voter's missing labels are ignorable: no abstention term, its label terms conditional on voting."""
+    from deem._validation import LabelData
+    from deem.rbm import RBM
+    from deem.solvers import train_exact
+    from deem.solvers.bayes import train_variational
+
+    L, _ = labeling_functions(**HALF_ONE_CLASS)
+    data = LabelData(torch.as_tensor(L), False, 5)
+    abstaining = torch.zeros(L.shape[1], dtype=torch.bool)
+    abstaining[::2] = True
+    rbm = RBM(L.shape[1], 5, 1, dtype=torch.float64)
+    train = train_variational if solver == "bayes" else (lambda *a, **k: train_exact(*a, 1.0, **k))
+    fit = train(rbm, data, informative=True, abstaining=abstaining)
+    assert (fit.log_abstain[~abstaining] == 0).all() and (fit.log_abstain[abstaining] < 0).all()
+    if solver == "exact":  # a proper conditional distribution of the label given a vote
+        torch.testing.assert_close(fit.logp[:, :, ~abstaining].exp().sum(dim=0),
+                                   torch.ones(5, int((~abstaining).sum()), dtype=torch.float64))
+    if solver == "bayes":  # its history is the objective itself, the negative bound: it never gets worse
+        history = np.asarray(fit.history)
+        assert np.all(np.diff(history) <= 1e-9 * np.abs(history[:-1]).max())
+
+
+def test_save_load_keeps_the_mixed_model(tmp_path):
+    L, _ = labeling_functions(**HALF_ONE_CLASS)
+    model = DEEM(random_state=0).fit(L)
+    path = tmp_path / "m.deem"
+    model.save(path)
+    loaded = DEEM().load(path)
+    assert loaded.missing_ == "mixed"
+    np.testing.assert_array_equal(loaded.informative_voters_, model.informative_voters_)
+    np.testing.assert_allclose(loaded.abstain_rate_, model.abstain_rate_)
+    np.testing.assert_allclose(loaded.predict_proba(L), model.predict_proba(L), rtol=0, atol=1e-12)

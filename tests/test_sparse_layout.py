@@ -195,3 +195,14 @@ def test_a_dense_only_solver_refuses_to_densify_a_huge_sparse_crowd(monkeypatch)
         DEEM(solver="gwg", epochs=1, random_state=0).fit(s)
     monkeypatch.setattr(E, "DENSIFY_LIMIT", 12)
     DEEM(solver="gwg", epochs=1, random_state=0).fit(s)  # 4 x 3 cells: dense is fine
+
+
+@pytest.mark.parametrize("solver", ["bayes", "exact"])
+def test_mixed_missingness_is_the_same_in_both_layouts(solver):
+    L, _ = labeling_functions(n_samples=500, n_voters=10, n_classes=5, one_class_share=0.5, coverage=(0.03, 0.3),
+                              precision=(0.55, 0.75), activity_spread=0.5, random_state=40)
+    dense, sparse = (DEEM(solver=solver, layout=lay, random_state=0).fit(L) for lay in ("dense", "sparse"))
+    assert dense.missing_ == sparse.missing_ == "mixed"
+    np.testing.assert_array_equal(dense.informative_voters_, sparse.informative_voters_)
+    np.testing.assert_allclose(sparse.predict_proba(L), dense.predict_proba(L), rtol=0, atol=1e-9)
+    np.testing.assert_allclose(sparse.abstain_rate_, dense.abstain_rate_, rtol=0, atol=1e-9)

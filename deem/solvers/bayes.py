@@ -123,7 +123,7 @@ def learn_prior(expected_log_sum: np.ndarray, n_columns: int, start) -> tuple:
 
 def train_variational(rbm: RBM, data: LabelData, max_iter: int = 1000, tol: float = 1e-8,
                       learn: bool = True, informative: bool = False, comm=None, monitor=None,
-                      progress=None) -> OneUnitFit:
+                      progress=None, abstaining=None) -> OneUnitFit:
     """Fit the variational posterior; store ``E[log P]`` and ``E[log pi]`` in ``rbm``.
 
     Two starts, the soft and the hard majority vote; the one with the higher
@@ -136,7 +136,9 @@ def train_variational(rbm: RBM, data: LabelData, max_iter: int = 1000, tol: floa
     voter also has a rate of voting per class, ``f_im ~ Beta(vote, abstain)`` with its
     own two numbers learned by empirical Bayes (:mod:`deem.missingness`); the label
     given a vote keeps the Dirichlet prior above, so its pseudo-counts weigh against
-    the voter's votes, not its abstentions. Returns a ``OneUnitFit``: the negative
+    the voter's votes, not its abstentions. ``abstaining`` ``(D,)`` bool (with ``informative=True``): the voters
+    whose abstentions are modelled; the others' missing labels are ignorable (a mixed model; ``None``: all
+    voters). Returns a ``OneUnitFit``: the negative
     evidence lower bound per row at each check of the winning run and the learned
     prior (``{'diag', 'off'[, 'vote', 'abstain']}``) the final posteriors were computed with.
     ``comm`` (:mod:`deem.distributed`): ``data`` is this rank's share; every sum over items is all-reduced.
@@ -149,6 +151,12 @@ def train_variational(rbm: RBM, data: LabelData, max_iter: int = 1000, tol: floa
     n, k, d = total_int(comm, data.n_rows), rbm.n_classes, rbm.n_visible
     dev = rbm.W.device
     start_prior = PRIOR_START + (RATE_PRIOR_START if informative else ())
+    # 1 for a voter whose rate of voting is modelled, 0 for one whose missing labels are ignorable
+    modelled = None
+    if informative:
+        modelled = (torch.ones(d, dtype=torch.float64, device=dev) if abstaining is None
+                    else abstaining.to(device=dev, dtype=torch.float64))
+    n_modelled = int(round(float(modelled.sum()))) if informative else 0
     lo, hi = math.log(PRIOR_BOUNDS[0]), math.log(PRIOR_BOUNDS[1])
 
     def posterior(theta):
@@ -166,7 +174,7 @@ def train_variational(rbm: RBM, data: LabelData, max_iter: int = 1000, tol: floa
         elog_conf = _expected_log(post, dim=0) if elog_conf is None else elog_conf
         if rates is None:
             return elog_conf, None
-        elog_rate = _expected_log(rates, dim=0)  # (2, K_m, D): E[log f], E[log (1 - f)]
+        elog_rate = _expected_log(rates, dim=0) * modelled  # (2, K_m, D): E[log f], E[log (1 - f)]
         return elog_conf + elog_rate[0].unsqueeze(0), elog_rate[1].t().contiguous()
 
     # theta = (expected counts (K_l, K_m, D), class mass (K,), log prior numbers): one iteration
@@ -178,8 +186,8 @@ def train_variational(rbm: RBM, data: LabelData, max_iter: int = 1000, tol: floa
         elog_pi = _expected_log(post_pi, dim=0)
         if learn:
             params = learn_prior(elog_conf.sum(dim=2).cpu().numpy(), d, params[:2]) + (
-                learn_rate_prior(*(float(x) for x in _expected_log(rates, dim=0).sum(dim=(1, 2))), d * k,
-                                 params[2:]) if informative else ())
+                learn_rate_prior(*(float(x) for x in (_expected_log(rates, dim=0) * modelled).sum(dim=(1, 2))),
+                                 n_modelled * k, params[2:]) if n_modelled else params[2:])
         elog_p, elog_abstain = expected_logs(post, rates, elog_conf)
         counts, mass, nll = total_many(comm, *evidence_pass(data, elog_p, elog_pi, elog_abstain, True, False)[:3])
         new_theta = (counts, mass, torch.tensor([math.log(x) for x in params], dtype=torch.float64, device=dev))
@@ -190,7 +198,7 @@ def train_variational(rbm: RBM, data: LabelData, max_iter: int = 1000, tol: floa
                 - _kl_dirichlet(post_pi, torch.full_like(post_pi, CLASS_PRIOR), dim=0, elog=elog_pi))
         if informative:
             rate_prior = torch.tensor(params[2:], dtype=rates.dtype, device=dev).view(2, 1, 1)
-            elbo = elbo - _kl_dirichlet(rates, rate_prior, dim=0)
+            elbo = elbo - _kl_dirichlet(rates[:, :, modelled > 0], rate_prior, dim=0)
         return new_theta, elbo, -elbo / n
 
     def normalize(theta):
@@ -201,7 +209,7 @@ def train_variational(rbm: RBM, data: LabelData, max_iter: int = 1000, tol: floa
         (pa, _, ra, _), (pb, _, rb, _) = posterior(a), posterior(b)
         move = (pa / pa.sum(dim=0, keepdim=True) - pb / pb.sum(dim=0, keepdim=True)).abs().max()
         if ra is not None:
-            move = torch.maximum(move, (ra[0] / ra.sum(dim=0) - rb[0] / rb.sum(dim=0)).abs().max())
+            move = torch.maximum(move, ((ra[0] / ra.sum(dim=0) - rb[0] / rb.sum(dim=0)) * modelled).abs().max())
         return move
 
     def start(q0):

@@ -74,13 +74,17 @@ def map_m_step_informative(counts: torch.Tensor, class_mass: torch.Tensor, prior
 
 
 def informative_prior_terms(log_ext: torch.Tensor, pooled: torch.Tensor, prior_strength: float,
-                            diagonal_strength: float) -> torch.Tensor:
-    """``prior_terms`` of the nested prior of ``map_m_step_informative``, 0-d."""
+                            diagonal_strength: float, modelled: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``prior_terms`` of the nested prior of ``map_m_step_informative``, 0-d. ``modelled`` ``(D,)``: 1 for a voter
+    whose rate of voting is in the model, 0 for one whose missing labels are ignorable (``None``: all)."""
     log_abstain = log_ext[-1]
     log_vote = torch.log1p(-log_abstain.exp().clamp(max=1.0 - 1e-16))
     log_conf = log_ext[:-1] - log_vote.unsqueeze(0)
+    rate_terms = log_vote + log_abstain  # (K_m, D)
+    if modelled is not None:
+        rate_terms = rate_terms * modelled
     return (prior_terms(log_conf, pooled, prior_strength, diagonal_strength)
-            + (ANSWER_RATE_PRIOR - 1.0) * (log_vote + log_abstain).sum())
+            + (ANSWER_RATE_PRIOR - 1.0) * rate_terms.sum())
 
 
 def prior_terms(logp: torch.Tensor, pooled: torch.Tensor, prior_strength: float, diagonal_strength: float,
@@ -134,7 +138,7 @@ def start_posteriors(data: LabelData):
 def train_exact(rbm: RBM, data: LabelData, prior_strength: float, max_iter: int = 3000,
                 tol: float = 1e-8, progress=None,
                 diagonal_strength: float = EXACT_DIAGONAL_STRENGTH, informative: bool = False,
-                comm=None, monitor=None) -> OneUnitFit:
+                comm=None, monitor=None, abstaining=None) -> OneUnitFit:
     """Maximize the exact (penalized) likelihood of the one-hidden-unit model by EM, in float64.
 
     With normalized conditionals (``normalized_params``) the model is the
@@ -145,7 +149,10 @@ def train_exact(rbm: RBM, data: LabelData, prior_strength: float, max_iter: int 
     ``free_energy_soft_backward``). With ``informative=True`` abstaining is one more
     visible state (:mod:`deem.missingness`): its expected counts are the class mass
     minus the voter's present labels, and its log-probabilities enter the pass as
-    the abstention terms.
+    the abstention terms. ``abstaining`` ``(D,)`` bool (with ``informative=True``): the voters whose
+    abstentions are modelled; the others' missing labels are ignorable (a mixed model; ``None``: all).
+    The parameters keep a rate of voting for every voter (what the M-step and SQUAREM move); for an
+    ignorable voter it enters neither the pass nor the objective.
 
     The M-step is the MAP estimate under P_i(.|m) ~ Dir(s * Pbar(.|m) + a * e_m + 1)
     (``map_m_step``), two priors on each confusion column:
@@ -191,11 +198,20 @@ def train_exact(rbm: RBM, data: LabelData, prior_strength: float, max_iter: int 
         zero_bv = torch.zeros(d, k, dtype=torch.float64, device=dev)
         values = data.values.double()
 
+    modelled = None
+    if informative and abstaining is not None:
+        modelled = abstaining.to(device=dev, dtype=torch.float64)
+
     def split(logp_ext):
         """(log P of the labels (K, K, D), log P(abstain) (D, K) or None) from the fitted parameters."""
         if not informative:
             return logp_ext, None
-        return logp_ext[:-1].contiguous(), logp_ext[-1].t().contiguous()
+        logp, log_abstain = logp_ext[:-1], logp_ext[-1]
+        if modelled is not None:  # an ignorable voter: P(label | m, it votes), and no abstention term
+            log_vote = torch.log1p(-log_abstain.exp().clamp(max=1.0 - 1e-16))
+            logp = logp - (log_vote * (1.0 - modelled)).unsqueeze(0)
+            log_abstain = log_abstain * modelled
+        return logp.contiguous(), log_abstain.t().contiguous()
 
     def stats(logp_ext, logpi):
         """Expected counts of the present labels, class mass and the summed NLL at the parameters."""
@@ -208,7 +224,7 @@ def train_exact(rbm: RBM, data: LabelData, prior_strength: float, max_iter: int 
         return total_many(comm, counts, mass, nll)
 
     m_step = map_m_step_informative if informative else map_m_step
-    penalty = informative_prior_terms if informative else prior_terms
+    penalty = (lambda *a: informative_prior_terms(*a, modelled=modelled)) if informative else prior_terms
 
     def em_step(theta, need_objective):
         logp, logpi = log_params(theta)

@@ -10,13 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import List, Optional
 
+import numpy as np
 import torch
 
 from .._validation import LabelData, is_sparse, present_rows
 from ..anchor import decide_anchor
 from ..distributed import total, total_int
 from ..log import log
-from ..missingness import ONE_CLASS_MAJORITY, one_class_share, presence_log_bayes_factor
+from ..missingness import ONE_CLASS_MAJORITY, agreeing_one_class_voters, one_class_share, presence_log_bayes_factor
 from ..rbm import RBM
 from .soft_evidence import train_soft_evidence
 from .exact import train_exact
@@ -29,12 +30,13 @@ class OneUnitResult:
     rbm: RBM
     history: List[float]
     prior: Optional[dict]        # what solver='bayes' learned
-    missing: str                 # 'ignorable' or 'informative'
+    missing: str                 # 'ignorable', 'informative' or 'mixed' (the one-class voters' abstentions modelled)
     anchor: str                  # 'majority' (one update from the majority vote) or 'none' (converged)
     n_dropped_rows: int          # rows left out of the fit (no label, ignorable model)
     log_bayes_factor: Optional[float]  # the presence test's verdict under missing='auto' (None otherwise)
     one_class_share: Optional[float] = None  # share of the labels from one-class voters (missing='auto')
     monitored: Optional[list] = None  # the monitor's values at each check
+    abstaining: Optional[torch.Tensor] = None  # (D,) bool: whose abstentions the model holds (None: per `missing`)
 
 
 def present_per_voter(data: LabelData) -> torch.Tensor:
@@ -46,13 +48,15 @@ def present_per_voter(data: LabelData) -> torch.Tensor:
 
 
 def decide_missing(data: LabelData, missing: str, comm=None):
-    """``(meaning, log Bayes factor, one-class share)``: the user's choice (``None`` for both readings), or
-    under ``'auto'`` the presence test's and the one-class voters' verdict (:mod:`deem.missingness`).
-    ``comm``: ``data`` is this rank's share of the items (:mod:`deem.distributed`)."""
+    """``(meaning, log Bayes factor, one-class share, abstaining)``: the user's choice (``None`` for the rest), or
+    under ``'auto'`` the presence test's and the one-class voters' verdict (:mod:`deem.missingness`):
+    ``'informative'``, ``'ignorable'``, or ``'mixed'`` where the tests say ignorable but some voters are one-class
+    (``abstaining`` ``(D,)`` marks them: their abstentions are modelled, the other voters' missing labels are
+    ignorable). ``comm``: ``data`` is this rank's share of the items (:mod:`deem.distributed`)."""
     if missing != "auto":
-        return missing, None, None
+        return missing, None, None, None
     if not bool((total(comm, present_per_voter(data)) < total_int(comm, data.n_rows)).any()):
-        return "ignorable", None, None  # nothing is missing
+        return "ignorable", None, None, None  # nothing is missing
     values = data
     if not is_sparse(data):
         values = data.values
@@ -61,22 +65,27 @@ def decide_missing(data: LabelData, missing: str, comm=None):
                                  torch.full_like(values[:, 0], -1).long())
     factor = presence_log_bayes_factor(values, data.n_classes, comm)
     share = one_class_share(values, data.n_classes, comm)
-    informative = factor > 0 or share > ONE_CLASS_MAJORITY
-    return ("informative" if informative else "ignorable"), factor, share
+    if factor > 0 or share > ONE_CLASS_MAJORITY:
+        return "informative", factor, share, None
+    if not data.soft:
+        abstaining = agreeing_one_class_voters(values, data.n_classes, comm)
+        if bool(abstaining.any()):
+            return "mixed", factor, share, abstaining
+    return "ignorable", factor, share, None
 
 
 def fit_one_unit(data: LabelData, solver: str, missing: str, prior_strength: float, device,
                  anchor: str = "auto", comm=None, monitor=None, verbose: bool = False) -> OneUnitResult:
     """Fit ``solver`` ('exact' or 'bayes'; soft labels: 'exact', the virtual-evidence EM) under ``missing``
     ('auto', 'ignorable', 'informative'), stopping where ``anchor`` says (:mod:`deem.anchor`)."""
-    kind, factor, share = decide_missing(data, missing, comm)
+    kind, factor, share, abstaining = decide_missing(data, missing, comm)
     progress = None
     if verbose and (comm is None or comm.rank == 0):
         what = "negative ELBO per row" if solver == "bayes" else "mean negative log-likelihood"
         starts = ("soft", "hard")
         progress = lambda start, step, value: log(f"  {solver} from the {starts[start]} majority vote: EM step "
                                                   f"{step}, {what} {value:.6f}")
-    informative = kind == "informative"
+    informative = kind in ("informative", "mixed")
     stop = decide_anchor(anchor, kind)
     steps = {} if stop == "none" else {"max_iter": 0}
     keep = present_rows(data)
@@ -89,12 +98,12 @@ def fit_one_unit(data: LabelData, solver: str, missing: str, prior_strength: flo
     rows = data if informative or bool(keep.all()) else data.select(keep)
     if solver == "bayes":
         fit = train_variational(rbm, rows, informative=informative, comm=comm, monitor=monitor, progress=progress,
-                                **steps)
+                                abstaining=abstaining, **steps)
     else:
         fit = train_exact(rbm, rows, prior_strength, informative=informative, comm=comm, monitor=monitor,
-                          progress=progress, **steps)
+                          progress=progress, abstaining=abstaining, **steps)
     dropped = 0 if informative else total_int(comm, int((~keep).sum()))
-    return OneUnitResult(rbm, fit.history, fit.prior, kind, stop, dropped, factor, share, fit.monitored)
+    return OneUnitResult(rbm, fit.history, fit.prior, kind, stop, dropped, factor, share, fit.monitored, abstaining)
 
 
 # history_ names the objective each solver records at its checks (besides 'loss', the same numbers).
@@ -122,13 +131,21 @@ class OneUnitSolver(Solver):
         attributes = {"variational_prior_": result.prior, "missing_": result.missing,
                       "missing_log_bayes_factor_": result.log_bayes_factor,
                       "missing_one_class_share_": result.one_class_share, "anchor_": result.anchor,
-                      "n_dropped_rows_": result.n_dropped_rows, "init_method_": None}
+                      "n_dropped_rows_": result.n_dropped_rows, "init_method_": None,
+                      "informative_voters_": self._informative_voters(result, data.n_classifiers)}
         return SolverResult(result.rbm, result.history,
                             posterior="virtual_evidence" if (self.name == "exact" and data.soft) else "rbm",
-                            fitted_all_rows=result.missing == "informative", attributes=attributes,
+                            fitted_all_rows=result.missing in ("informative", "mixed"), attributes=attributes,
                             report=self._report(result, settings, data.soft),
                             history_extra={OBJECTIVE_KEY[self.name]: list(result.history)},
                             monitored=result.monitored)
+
+    @staticmethod
+    def _informative_voters(result, d: int):
+        """``(D,)`` bool: the voters whose abstentions the fitted model holds."""
+        if result.abstaining is not None:
+            return result.abstaining.cpu().numpy().astype(bool)
+        return np.full(d, result.missing == "informative")
 
     def _report(self, result, settings: Settings, soft: bool) -> str:
         last = result.history[-1]
@@ -143,6 +160,9 @@ class OneUnitSolver(Solver):
             why = (f"missing='auto' chose {result.missing!r}: log Bayes factor of class-dependent presence "
                    f"{result.log_bayes_factor:+.1f} (positive: an abstention is evidence); one-class voters give "
                    f"{result.one_class_share:.0%} of the labels (over half: an abstention is evidence)")
+            if result.missing == "mixed":
+                why += (f"; the abstentions of the {int(result.abstaining.sum())} one-class voter(s) are modelled, "
+                        "the other voters' missing labels are ignorable")
         else:
             why = f"missing labels fitted as {result.missing}"
         stop = ("anchor='majority': the voters' parameters estimated once from the majority vote (no EM iteration)"

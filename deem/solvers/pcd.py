@@ -5,6 +5,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable, List, Optional
 
+import numpy as np
 import torch
 
 from .. import ops
@@ -288,5 +289,5 @@ class PCDSolver(Solver):
                             monitored=monitored if watch is not None else None,
                             attributes={"variational_prior_": None, "missing_": "ignorable",
                                         "missing_log_bayes_factor_": None, "missing_one_class_share_": None,
-                                        "anchor_": "none",
+                                        "anchor_": "none", "informative_voters_": np.zeros(data.n_classifiers, bool),
                                         "init_method_": settings.init_method})
