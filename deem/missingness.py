@@ -84,56 +84,77 @@ def _tally(a: torch.Tensor, b: torch.Tensor, n_a: int, n_b: int) -> torch.Tensor
     return torch.bincount(a.long() * n_b + b.long(), minlength=n_a * n_b).view(n_a, n_b).double()
 
 
-def one_class_voters(values, n_classes: int, comm=None) -> torch.Tensor:
-    """``(D,)`` bool: the one-class voters (see the module): all their labels name one class, and the chance of
-    that at the labels' overall class shares, ``sum_c share_c ** n``, is under ``ONE_CLASS_CHANCE``.
-    ``comm`` (:mod:`deem.distributed`): ``values`` is this rank's share of the items; the counts are summed."""
-    return _one_class(values, n_classes, comm)[0]
+class _Labels:
+    """The labels every reading reads, tallied once: this rank's ``(item, voter, label)`` triples, the labels
+    per voter and class (summed over ranks), and, on first use, each row's majority vote and each label's
+    leave-one-out majority vote (``_leave_one_out``)."""
+
+    def __init__(self, values, k: int, comm=None):
+        self.k, self.comm = k, comm
+        self.n, self.d, self.row, self.col, self.lab = _triples(values)
+        self.voter_counts = total(comm, _tally(self.col, self.lab, self.d, k))  # (D, K)
+        self._votes = None
+
+    def votes(self):
+        """``(group (N,), loo (labels,))``: a row's majority vote (``k``: no vote) and, for each label, the
+        majority vote of the *other* voters on its row (``k``: none of them voted)."""
+        if self._votes is None:
+            k, n, row, lab = self.k, self.n, self.row, self.lab
+            votes = torch.bincount(row.long() * k + lab.long(), minlength=n * k).view(n, k)
+            given = votes.sum(dim=1)
+            none = torch.full((n,), k, device=lab.device)
+            group = torch.where(given > 0, votes.argmax(dim=1), none)
+            # The others' vote, without an (labels, K) table: a label that is not its row's (first) majority
+            # leaves that majority first; one that is leaves the row's majority with one vote less.
+            rows = torch.arange(n, device=lab.device)
+            less = votes.clone()
+            less[rows, group.clamp(max=k - 1)] -= 1
+            second = torch.where(given > 1, less.argmax(dim=1), none)
+            loo = torch.where(lab.long() == group[row], second[row], group[row])
+            self._votes = group, loo
+        return self._votes
 
 
-def _one_class(values, n_classes: int, comm=None):
+def _labels(values, k: int, comm=None) -> _Labels:
+    return values if isinstance(values, _Labels) else _Labels(values, k, comm)
+
+
+def _one_class(labels: _Labels):
     """``(one-class mask (D,), labels per voter (D,))``."""
-    _, d, _, col, lab = _triples(values)
-    counts = total(comm, _tally(col, lab, d, n_classes))
+    counts = labels.voter_counts
     given = counts.sum(dim=1)
     if float(given.sum()) == 0:
-        return torch.zeros(d, dtype=torch.bool, device=given.device), given
+        return torch.zeros(labels.d, dtype=torch.bool, device=given.device), given
     shares = counts.sum(dim=0) / given.sum()
     chance = (shares.unsqueeze(0) ** given.unsqueeze(1)).sum(dim=1)  # (D,)
     return ((counts > 0).sum(dim=1) == 1) & (chance < ONE_CLASS_CHANCE), given
 
 
+def one_class_voters(values, n_classes: int, comm=None) -> torch.Tensor:
+    """``(D,)`` bool: the one-class voters (see the module): all their labels name one class, and the chance of
+    that at the labels' overall class shares, ``sum_c share_c ** n``, is under ``ONE_CLASS_CHANCE``.
+    ``comm`` (:mod:`deem.distributed`): ``values`` is this rank's share of the items; the counts are summed."""
+    return _one_class(_labels(values, n_classes, comm))[0]
+
+
 def one_class_share(values, n_classes: int, comm=None) -> float:
     """Share of the labels given by one-class voters (``one_class_voters``)."""
-    one_class, given = _one_class(values, n_classes, comm)
+    one_class, given = _one_class(_labels(values, n_classes, comm))
     if float(given.sum()) == 0:
         return 0.0
     return float(given[one_class].sum() / given.sum())
 
 
-def _leave_one_out(values, k: int):
-    """What both presence tests read: ``(n, d, row, col, lab, group (N,), loo (labels,))`` of this rank's
-    labels. A row's ``group`` is its majority vote (``k``: no vote); ``loo`` is, for each label, the
-    majority vote of the *other* voters on its row (``k``: none of them voted)."""
-    n, d, row, col, lab = _triples(values)
-    x_device = lab.device
-    votes = _tally(row, lab, n, k).long()
-    group = torch.where(votes.sum(dim=1) > 0, votes.argmax(dim=1), torch.full((n,), k, device=x_device))
-    others = votes[row].clone()
-    others[torch.arange(len(row), device=x_device), lab] -= 1
-    loo = torch.where(others.sum(dim=1) > 0, others.argmax(dim=1), torch.full_like(lab, k))
-    return n, d, row, col, lab, group, loo
-
-
-def presence_log_bayes_factor(values: torch.Tensor, n_classes: int, comm=None) -> float:
+def presence_log_bayes_factor(values, n_classes: int, comm=None) -> float:
     """Log Bayes factor of "a voter's presence depends on the class" against "it does not" (see the module).
 
     ``values`` ``(N, D)`` hard labels, ``-1`` missing, or a :class:`deem.sparse.SparseLabels`.
     Positive: the data favour informative missingness. ``comm``: ``values`` is this rank's share of the
     items; the tables the test reads (rows per group, a voter's presence per group) are summed.
     """
-    k = n_classes
-    n, d, row, col, lab, group, loo = _leave_one_out(values, k)
+    labels = _labels(values, n_classes, comm)
+    k, d, row, col = n_classes, labels.d, labels.row, labels.col
+    group, loo = labels.votes()
     g1 = k + 1
     rows_per_group = torch.bincount(group, minlength=g1).double()  # (G,)
     present_in = _tally(col, loo, d, g1)  # present rows by the others' vote
@@ -163,17 +184,35 @@ def agreeing_one_class_voters(values, n_classes: int, comm=None) -> torch.Tensor
     (m - h) log(1 - p_c)`` is positive. ``p_c`` is the share of the rows with a vote whose majority
     vote is c. ``comm``: ``values`` is this rank's share of the items; the tables are summed.
     """
-    k = n_classes
-    one_class = one_class_voters(values, k, comm)
-    _, d, row, col, lab, group, loo = _leave_one_out(values, k)
+    labels = _labels(values, n_classes, comm)
+    k, d, col, lab = n_classes, labels.d, labels.col, labels.lab
+    one_class = _one_class(labels)[0]
+    if not bool(one_class.any()):
+        return one_class
+    group, loo = labels.votes()
     rows_per_group = torch.bincount(group, minlength=k + 1).double()
     seen = loo < k
     agree = _tally(col[seen], (loo[seen] == lab[seen]).long(), d, 2)  # (D, 2): others disagree, agree
-    voter_class = _tally(col, lab, d, k)
-    rows_per_group, agree, voter_class = total_many(comm, rows_per_group, agree, voter_class)
+    rows_per_group, agree = total_many(comm, rows_per_group, agree)
     share = (rows_per_group[:k] / rows_per_group[:k].sum().clamp(min=1.0)).cpu().numpy()
-    c = voter_class.argmax(dim=1).cpu().numpy()
+    c = labels.voter_counts.argmax(dim=1).cpu().numpy()
     h, m = agree[:, 1].cpu().numpy(), agree.sum(dim=1).cpu().numpy()
     p = np.clip(share[c], 1e-12, 1.0 - 1e-12)
     log_factor = betaln(h + 1.0, m - h + 1.0) - h * np.log(p) - (m - h) * np.log1p(-p)
     return one_class & torch.as_tensor((m > 0) & (log_factor > 0), device=one_class.device)
+
+
+def read_missingness(values, n_classes: int, comm=None):
+    """``(meaning, log Bayes factor, one-class share, abstaining)``: the three readings of ``'auto'`` (see the
+    module) over one tally of the labels. ``meaning`` is ``'informative'`` when the Bayes factor is positive
+    or one-class voters give over half the labels; else ``'mixed'`` when some one-class voters agree
+    (``abstaining`` ``(D,)`` marks them), else ``'ignorable'`` (``abstaining`` None for both)."""
+    labels = _Labels(values, n_classes, comm)
+    factor = presence_log_bayes_factor(labels, n_classes, comm)
+    share = one_class_share(labels, n_classes, comm)
+    if factor > 0 or share > ONE_CLASS_MAJORITY:
+        return "informative", factor, share, None
+    abstaining = agreeing_one_class_voters(labels, n_classes, comm)
+    if bool(abstaining.any()):
+        return "mixed", factor, share, abstaining
+    return "ignorable", factor, share, None

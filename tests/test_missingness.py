@@ -370,3 +370,24 @@ def test_save_load_keeps_the_mixed_model(tmp_path):
     np.testing.assert_array_equal(loaded.informative_voters_, model.informative_voters_)
     np.testing.assert_allclose(loaded.abstain_rate_, model.abstain_rate_)
     np.testing.assert_allclose(loaded.predict_proba(L), model.predict_proba(L), rtol=0, atol=1e-12)
+
+
+def test_leave_one_out_majority_vote_is_the_others_vote():
+    """The presence tests' proxy, computed per row, equals the majority vote of a row's other labels."""
+    from deem.missingness import _Labels
+    from deem.sparse import SparseLabels
+
+    for seed, (L, k) in enumerate([(labeling_functions(n_samples=600, n_voters=30, n_classes=4, random_state=1)[0], 4),
+                                   (dawid_skene(n_samples=600, n_classifiers=12, n_classes=3, missing_rate=0.7,
+                                                random_state=2)[0], 3)]):
+        for values in (torch.as_tensor(L), SparseLabels.from_dense(L, n_classes=k)):
+            labels = _Labels(values, k)
+            group, loo = labels.votes()
+            votes = torch.zeros(L.shape[0], k, dtype=torch.long).index_put_(
+                (labels.row.long(), labels.lab.long()), torch.ones_like(labels.row, dtype=torch.long), accumulate=True)
+            others = votes[labels.row.long()].clone()
+            others[torch.arange(len(labels.row)), labels.lab.long()] -= 1
+            expect = torch.where(others.sum(dim=1) > 0, others.argmax(dim=1), torch.full_like(labels.row, k).long())
+            assert torch.equal(loo.long(), expect)
+            expect_group = torch.where(votes.sum(dim=1) > 0, votes.argmax(dim=1), torch.full((L.shape[0],), k))
+            assert torch.equal(group.long(), expect_group)

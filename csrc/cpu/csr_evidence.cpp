@@ -38,34 +38,67 @@ std::vector<int64_t> group_starts(int64_t N, int64_t L, int64_t D, int64_t K, bo
   return starts;
 }
 
+// How many labels ahead the pass prefetches the voter rows it will gather from and add into: the
+// rows are random reads (the voters of consecutive items are unrelated), each a cache miss once the
+// (D, K, K) tables outgrow the cache, and the labels' own streams say which rows come next.
+constexpr int64_t kPrefetchAhead = 16;
+
 // Items [n0, n1): totals (mass (K), nll) into tot, counts into part ((D, K_l, K_m), or null), the
-// posterior into q (or null).
-template <typename label_t>
+// posterior into q (or null). KC > 0: the class count known at compile time (K == KC), so the
+// per-label loops over the K classes unroll; KC == 0: any K. The arithmetic is the same either way.
+template <typename label_t, int KC>
 void item_pass(const char* name, const int64_t* row_ptr, const int64_t* voter, const label_t* label, int64_t n0,
-               int64_t n1, int64_t L, int64_t D, int64_t K, const double* lp, const double* base, double* q,
+               int64_t n1, int64_t L, int64_t D, int64_t K_, const double* lp, const double* base, double* q,
                double* part, double* tot) {
-  std::vector<double> s(K);
+  const int64_t K = KC > 0 ? KC : K_;
+  std::vector<double> s_buf(K);
+  double* s = s_buf.data();
+  const int64_t l_end = row_ptr[n1] <= L && row_ptr[n1] >= 0 ? row_ptr[n1] : L;
+  auto prefetch = [&](int64_t j) {
+    if (j < l_end) {  // a hint only: an index checked below is never dereferenced unchecked
+      const int64_t i = voter[j], l = static_cast<int64_t>(label[j]);
+      if (i >= 0 && i < D && l >= 0 && l < K) {
+        __builtin_prefetch(lp + (i * K + l) * K);
+        if (part != nullptr) __builtin_prefetch(part + (i * K + l) * K, 1);
+      }
+    }
+  };
   for (int64_t n = n0; n < n1; ++n) {
     const int64_t j0 = row_ptr[n], j1 = row_ptr[n + 1];
     TORCH_CHECK(0 <= j0 && j0 <= j1 && j1 <= L, name, ": row_ptr must rise from 0 to ", L,
                 "; item ", n, " spans [", j0, ", ", j1, ")");
     for (int64_t m = 0; m < K; ++m) s[m] = base[m];
     for (int64_t j = j0; j < j1; ++j) {
+      prefetch(j + kPrefetchAhead);
       const int64_t i = voter[j], l = static_cast<int64_t>(label[j]);
       if (i < 0 || i >= D) bad_index(name, "voter", i, j, D);
       if (l < 0 || l >= K) bad_index(name, "label", l, j, K);
       const double* w = lp + (i * K + l) * K;
       for (int64_t m = 0; m < K; ++m) s[m] += w[m];
     }
-    tot[K] -= softmax_in_place(s.data(), K);
+    tot[K] -= softmax_in_place(s, K);
     for (int64_t m = 0; m < K; ++m) tot[m] += s[m];
-    if (q != nullptr) std::copy(s.begin(), s.end(), q + n * K);
+    if (q != nullptr) std::copy(s, s + K, q + n * K);
     if (part != nullptr) {
       for (int64_t j = j0; j < j1; ++j) {  // indices checked above
         double* c = part + (voter[j] * K + static_cast<int64_t>(label[j])) * K;
         for (int64_t m = 0; m < K; ++m) c[m] += s[m];
       }
     }
+  }
+}
+
+// item_pass with K fixed at compile time for the common small class counts.
+template <typename label_t>
+void item_pass_any(const char* name, const int64_t* row_ptr, const int64_t* voter, const label_t* label, int64_t n0,
+                   int64_t n1, int64_t L, int64_t D, int64_t K, const double* lp, const double* base, double* q,
+                   double* part, double* tot) {
+  switch (K) {
+    case 2: return item_pass<label_t, 2>(name, row_ptr, voter, label, n0, n1, L, D, K, lp, base, q, part, tot);
+    case 3: return item_pass<label_t, 3>(name, row_ptr, voter, label, n0, n1, L, D, K, lp, base, q, part, tot);
+    case 4: return item_pass<label_t, 4>(name, row_ptr, voter, label, n0, n1, L, D, K, lp, base, q, part, tot);
+    case 5: return item_pass<label_t, 5>(name, row_ptr, voter, label, n0, n1, L, D, K, lp, base, q, part, tot);
+    default: return item_pass<label_t, 0>(name, row_ptr, voter, label, n0, n1, L, D, K, lp, base, q, part, tot);
   }
 }
 
@@ -98,7 +131,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> csr_evidence_pass(
         double* part = !want_counts ? nullptr
                        : g == 0     ? counts.data_ptr<double>()
                                     : partials.data() + (g - 1) * cells;
-        item_pass(name, row_ptr.data_ptr<int64_t>(), voter.data_ptr<int64_t>(), lab, starts[g], starts[g + 1], L,
+        item_pass_any(name, row_ptr.data_ptr<int64_t>(), voter.data_ptr<int64_t>(), lab, starts[g], starts[g + 1], L,
                   D, K, a.lp.data_ptr<double>(), a.base.data_ptr<double>(),
                   want_posterior ? q.data_ptr<double>() : nullptr, part, tots.data() + g * (K + 1));
       }

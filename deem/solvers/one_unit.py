@@ -17,7 +17,7 @@ from .._validation import LabelData, is_sparse, present_rows
 from ..anchor import decide_anchor
 from ..distributed import total, total_int
 from ..log import log
-from ..missingness import ONE_CLASS_MAJORITY, agreeing_one_class_voters, one_class_share, presence_log_bayes_factor
+from ..missingness import read_missingness
 from ..rbm import RBM
 from .soft_evidence import train_soft_evidence
 from .exact import train_exact
@@ -63,15 +63,10 @@ def decide_missing(data: LabelData, missing: str, comm=None):
         if data.soft:  # an all-zero column is the missing entry; the tests read each column's argmax
             values = torch.where(values.sum(dim=1) > 0, values.argmax(dim=1),
                                  torch.full_like(values[:, 0], -1).long())
-    factor = presence_log_bayes_factor(values, data.n_classes, comm)
-    share = one_class_share(values, data.n_classes, comm)
-    if factor > 0 or share > ONE_CLASS_MAJORITY:
-        return "informative", factor, share, None
-    if not data.soft:
-        abstaining = agreeing_one_class_voters(values, data.n_classes, comm)
-        if bool(abstaining.any()):
-            return "mixed", factor, share, abstaining
-    return "ignorable", factor, share, None
+    kind, factor, share, abstaining = read_missingness(values, data.n_classes, comm)
+    if kind == "mixed" and data.soft:  # the per-voter model is for hard labels
+        kind, abstaining = "ignorable", None
+    return kind, factor, share, abstaining
 
 
 def fit_one_unit(data: LabelData, solver: str, missing: str, prior_strength: float, device,
