@@ -87,10 +87,10 @@ def _tally(a: torch.Tensor, b: torch.Tensor, n_a: int, n_b: int) -> torch.Tensor
 class _Labels:
     """The labels every reading reads, tallied once: this rank's ``(item, voter, label)`` triples, the labels
     per voter and class (summed over ranks), and, on first use, each row's majority vote and each label's
-    leave-one-out majority vote (``_leave_one_out``)."""
+    leave-one-out majority vote (``votes``)."""
 
     def __init__(self, values, k: int, comm=None):
-        self.k, self.comm = k, comm
+        self.k = k
         self.n, self.d, self.row, self.col, self.lab = _triples(values)
         self.voter_counts = total(comm, _tally(self.col, self.lab, self.d, k))  # (D, K)
         self._votes = None
