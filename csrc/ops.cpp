@@ -57,6 +57,17 @@ TORCH_LIBRARY(deem, m) {
   // label, col_ptr, col_row, col_label, first duplicate) -- the last a 0-d int64, the input
   // position of a repeated (item, voter) pair or -1; label keeps its dtype.
   m.def("csr_build(Tensor item, Tensor voter, Tensor label, int n_items, int n_voters, int n_classes) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // Padded rows ("ELL"): B rows of labels stored sparse, row b's present labels in its S slots --
+  // voter (B, S) int64, labels (B, S) integer, a slot with label -1 empty (its voter not read).
+  // A row's present voters are distinct and, for the draws of the dense op, ascending. Each op
+  // below is its dense namesake on the densified rows X[b, voter[b, s]] = labels[b, s] (D from W),
+  // at the cost of the present slots: what the persistent chains of solver='gwg' / 'dlp' and the
+  // multi-unit models read when the labels are stored sparse.
+  m.def("ell_hidden_probs(Tensor voter, Tensor labels, Tensor W, Tensor b_h) -> Tensor");
+  m.def("ell_free_energy(Tensor voter, Tensor labels, Tensor W, Tensor b_v, Tensor b_h) -> Tensor");
+  m.def("ell_cd_grad(Tensor pos_voter, Tensor pos, Tensor neg_voter, Tensor neg, Tensor W, Tensor b_v, Tensor b_h, bool sample_hidden, int seed, int offset) -> (Tensor, Tensor, Tensor, Tensor)");
+  m.def("ell_gwg_steps(Tensor voter, Tensor(a!) chains, Tensor W, Tensor b_v, Tensor b_h, int n_steps, int seed, int offset) -> Tensor");
+  m.def("ell_dlp_steps(Tensor voter, Tensor(a!) chains, Tensor W, Tensor b_v, Tensor b_h, float step_size, int n_steps, int seed, int offset) -> Tensor");
   // Exact log Z of the complete-data model (sum over the K^H hidden configurations).
   m.def("log_partition(Tensor W, Tensor b_v, Tensor b_h) -> Tensor");
 }

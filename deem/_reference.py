@@ -19,7 +19,8 @@ __all__ = [
     "hidden_logits", "hidden_probs", "hidden_logits_soft", "hidden_probs_soft",
     "energy", "free_energy", "free_energy_soft", "free_energy_backward", "free_energy_soft_backward",
     "cd_grad", "cd_grad_soft", "gwg_steps", "dlp_steps", "log_partition", "soft_evidence_pass",
-    "hard_evidence_pass",
+    "hard_evidence_pass", "csr_evidence_pass", "csr_build", "ell_hidden_probs", "ell_free_energy", "ell_cd_grad",
+    "ell_gwg_steps", "ell_dlp_steps",
 ]
 
 _M32 = 0xFFFFFFFF
@@ -604,3 +605,73 @@ def csr_build(item, voter, label, n_items, n_voters, n_classes):
     first = int(order[1:][same][0]) if bool(same.any()) else -1
     by_col = torch.sort(vo, stable=True).indices
     return row_ptr, vo, la, col_ptr, it[by_col], la[by_col], torch.tensor(first, dtype=torch.int64)
+
+
+# ----------------------------------------------------------------------------- padded rows ("ELL")
+# Labels stored sparse, a batch at a time: row b's present labels in its S slots, voter (B, S) int64 and
+# labels (B, S) integer, label -1 = empty slot (its voter is not read). Each ell_* op is its dense namesake
+# on the densified rows X[b, voter[b, s]] = labels[b, s]; the twins densify (memory B x D: an oracle, and
+# a fallback for batches), the kernels read the present slots only.
+
+def _densify_ell(name, what, voter, labels, K, D):
+    """(B, D) int64 labels of the padded rows (voter, labels), -1 = missing, and the (B, S) present mask."""
+    if voter.dim() != 2 or voter.dtype != torch.int64:
+        raise RuntimeError(f"{name}: {what}_voter must be a 2-D int64 tensor, got {tuple(voter.shape)} {voter.dtype}")
+    if labels.dim() != 2 or labels.dtype not in _LABEL_DTYPES:
+        raise RuntimeError(f"{name}: {what} must be a 2-D integer tensor, got {tuple(labels.shape)} {labels.dtype}")
+    if voter.shape != labels.shape:
+        raise RuntimeError(f"{name}: {what}_voter and {what} must have the same shape, got {tuple(voter.shape)} "
+                           f"and {tuple(labels.shape)}")
+    x = labels.long()
+    present = x >= 0
+    if x.numel():
+        lo, hi = int(x.min()), int(x.max())
+        if lo < -1 or hi >= K:
+            raise RuntimeError(f"{name}: label {lo if lo < -1 else hi} in {what} is out of range; "
+                               f"expected -1 (empty slot) or a value in [0, {K})")
+        v = voter[present]
+        if v.numel() and (int(v.min()) < 0 or int(v.max()) >= D):
+            bad = int(v.min()) if int(v.min()) < 0 else int(v.max())
+            raise RuntimeError(f"{name}: voter {bad} in {what}_voter is outside [0, {D})")
+    dense = torch.full((x.shape[0], D), -1, dtype=torch.int64, device=x.device)
+    rows = torch.arange(x.shape[0], device=x.device)[:, None].expand_as(x)
+    dense[rows[present], voter[present]] = x[present]
+    return dense, present
+
+
+def ell_hidden_probs(voter, labels, W, b_h):
+    K, D, _ = _dims("ell_hidden_probs", W, None, b_h)
+    return hidden_probs(_densify_ell("ell_hidden_probs", "labels", voter, labels, K, D)[0], W, b_h)
+
+
+def ell_free_energy(voter, labels, W, b_v, b_h):
+    K, D, _ = _dims("ell_free_energy", W, b_v, b_h)
+    return free_energy(_densify_ell("ell_free_energy", "labels", voter, labels, K, D)[0], W, b_v, b_h)
+
+
+def ell_cd_grad(pos_voter, pos, neg_voter, neg, W, b_v, b_h, sample_hidden=False, seed=0, offset=0):
+    K, D, _ = _dims("ell_cd_grad", W, b_v, b_h)
+    xp = _densify_ell("ell_cd_grad", "pos", pos_voter, pos, K, D)[0]
+    xn = _densify_ell("ell_cd_grad", "neg", neg_voter, neg, K, D)[0]
+    return cd_grad(xp, xn, W, b_v, b_h, sample_hidden, seed, offset)
+
+
+def _ell_chain_steps(name, step, voter, chains, W, b_v, b_h):
+    K, D, _ = _dims(name, W, b_v, b_h)
+    x, present = _densify_ell(name, "chains", voter, chains, K, D)
+    accepted = step(x)
+    moved = x.gather(1, voter.clamp(0, max(D - 1, 0))) if D else x.new_empty(chains.shape)
+    chains.copy_(torch.where(present, moved, chains.long()).to(chains.dtype))
+    return accepted
+
+
+def ell_gwg_steps(voter, chains, W, b_v, b_h, n_steps=1, seed=0, offset=0):
+    """gwg_steps on padded rows, in place: a chain moves its present slots only."""
+    return _ell_chain_steps("ell_gwg_steps", lambda x: gwg_steps(x, W, b_v, b_h, n_steps, seed, offset),
+                            voter, chains, W, b_v, b_h)
+
+
+def ell_dlp_steps(voter, chains, W, b_v, b_h, step_size=1.0, n_steps=1, seed=0, offset=0):
+    """dlp_steps on padded rows, in place: a chain moves its present slots only."""
+    return _ell_chain_steps("ell_dlp_steps", lambda x: dlp_steps(x, W, b_v, b_h, step_size, n_steps, seed, offset),
+                            voter, chains, W, b_v, b_h)

@@ -34,7 +34,8 @@ PREDICTABLE = (
 # Choices that decide which other hyperparameters matter: set by the user, they restrict the prediction.
 STRUCTURAL = ("solver", "use_preprocessing")
 # Under layout='auto', dense hard labels with fewer present entries than this share are stored sparse
-# for the one-unit solvers: below it the sparse pass reads less than the dense scan of every cell.
+# (unless preprocessing or the hyperparameter predictor reads them): below it the sparse passes and
+# chains read less than the dense ones' scan of every cell.
 SPARSE_BELOW = 1.0 / 16
 LAYOUTS = ("auto", "dense", "sparse")
 # Rows per predict call into the kernels: bounds the (rows, H, K) probability buffer.
@@ -424,13 +425,13 @@ class DEEM(BaseEstimator):
         """``(labels, probabilities)`` of ``predict``, in the input's array type."""
         check_is_fitted(self, "model_")
         data = check_labels(predictions, n_classes=self.n_classes_, n_classifiers=self.n_classifiers_)
-        if is_sparse(data) and (self.model_.n_hidden != 1 or getattr(self, "preprocessor_", None) is not None):
-            data = _densify(data, "this model")  # read dense (see _arrange)
+        if is_sparse(data) and getattr(self, "preprocessor_", None) is not None:
+            data = _densify(data, "this model's preprocessing layers")  # read dense (see _arrange)
         probs = self._raw_probs(data)
         if align_to is not None:
             ref = check_labels(align_to, n_classes=self.n_classes_, n_classifiers=self.n_classifiers_)
-            if is_sparse(ref) and (self.model_.n_hidden != 1 or getattr(self, "preprocessor_", None) is not None):
-                ref = _densify(ref, "this model")
+            if is_sparse(ref) and getattr(self, "preprocessor_", None) is not None:
+                ref = _densify(ref, "this model's preprocessing layers")
             self.class_map_ = self._alignment_against(ref.to(self.device_))
         aligned = self._apply_map(probs)
         labels = aligned.argmax(dim=1)
@@ -535,29 +536,27 @@ class DEEM(BaseEstimator):
     def _arrange(self, data):
         """The labels in the layout the fit reads (``layout``; see README, "Labels stored sparse").
 
-        Only the one-hidden-unit solvers (``exact``, ``bayes``) read labels stored sparse; the samplers,
-        preprocessing layers and the hyperparameter predictor read them dense. Under ``'auto'`` dense hard
-        labels go sparse when fewer than ``SPARSE_BELOW`` of their entries are present.
+        Every solver reads hard labels stored sparse (the one-unit ones by item and by voter, the samplers
+        and multi-unit models as padded rows); the preprocessing layers and the hyperparameter predictor
+        read them dense. Under ``'auto'`` dense hard labels go sparse when fewer than ``SPARSE_BELOW`` of
+        their entries are present. Both layouts give the same fit.
         """
         if data.soft:
             if self.layout == "sparse":
                 raise ValueError("layout='sparse' holds hard labels; soft labels stay dense")
             return data
-        one_unit = (self.hidden_dim == 1 and not self.use_preprocessing and not self.auto_hyperparameters
-                    and (self.solver == "auto" or solvers.get_solver(self.solver).one_unit))
-        if self.layout == "sparse" and not one_unit:
-            one_unit = sorted(name for name, solver in solvers.SOLVERS.items() if solver.one_unit)
-            raise ValueError(f"layout='sparse' is read by the one-hidden-unit solvers {one_unit}; "
-                             f"solver={self.solver!r}, hidden_dim={self.hidden_dim}, use_preprocessing="
-                             f"{self.use_preprocessing}, auto_hyperparameters={self.auto_hyperparameters!r} "
-                             "need the dense layout")
+        reads_sparse = not self.use_preprocessing and not self.auto_hyperparameters
+        if self.layout == "sparse" and not reads_sparse:
+            raise ValueError(f"layout='sparse': use_preprocessing={self.use_preprocessing} and auto_hyperparameters="
+                             f"{self.auto_hyperparameters!r} read the labels dense; set them off or use "
+                             "layout='dense' / 'auto'")
         if is_sparse(data):
-            if one_unit and self.layout != "dense":
+            if reads_sparse and self.layout != "dense":
                 return data
-            return _densify(data, f"solver={self.solver!r}, hidden_dim={self.hidden_dim}, use_preprocessing="
-                                  f"{self.use_preprocessing}, auto_hyperparameters={self.auto_hyperparameters!r}")
+            return _densify(data, f"layout={self.layout!r}, use_preprocessing={self.use_preprocessing}, "
+                                  f"auto_hyperparameters={self.auto_hyperparameters!r}")
         present = int((data.values >= 0).sum()) / max(data.values.numel(), 1)  # no N x D float copy
-        if self.layout == "sparse" or (self.layout == "auto" and one_unit and present < SPARSE_BELOW):
+        if self.layout == "sparse" or (self.layout == "auto" and reads_sparse and present < SPARSE_BELOW):
             from .sparse import SparseLabels
 
             return SparseLabels.from_dense(data.values, n_classes=data.n_classes, device=data.values.device)
@@ -744,7 +743,7 @@ class DEEM(BaseEstimator):
         chunks = []
         pre = getattr(self, "preprocessor_", None)
         step = _PREDICT_CHUNK
-        if is_sparse(data) and pre is None:  # one pass: its working set is O(labels + N K) in any case
+        if is_sparse(data) and pre is None:  # the sparse scores bound their own working set (O(labels + N K))
             step = max(data.n_rows, 1)
         if pre is not None:  # the virtual classifiers' soft labels are K * D_out floats per row
             step = max(1, min(step, (1 << 24) // (self.n_classes_ * max(pre.widths))))
@@ -796,9 +795,8 @@ def _densify(data, who: str) -> LabelData:
         raise ValueError(
             f"{who} reads labels dense, and these are {data.n_rows:,} items x {data.n_classifiers:,} voters = "
             f"{cells / 1e9:.1f} G cells for {data.n_labels:,} labels (the limit is {DENSIFY_LIMIT / 1e9:.1f} G, "
-            f"deem.estimator.DENSIFY_LIMIT); the one-hidden-unit solvers read them sparse: solver in "
-            f"{sorted(name for name, s in solvers.SOLVERS.items() if s.one_unit)} with hidden_dim=1, no "
-            "preprocessing, auto_hyperparameters=False")
+            f"deem.estimator.DENSIFY_LIMIT); every solver reads them sparse without preprocessing and with "
+            "auto_hyperparameters=False")
     return LabelData(data.to_dense(), False, data.n_classes)
 
 

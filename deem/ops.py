@@ -25,7 +25,8 @@ __all__ = [
     "hidden_logits", "hidden_probs", "hidden_logits_soft", "hidden_probs_soft",
     "energy", "free_energy", "free_energy_soft", "free_energy_backward", "free_energy_soft_backward",
     "cd_grad", "cd_grad_soft", "gwg_steps", "dlp_steps", "log_partition", "soft_evidence_pass",
-    "hard_evidence_pass", "csr_evidence_pass",
+    "hard_evidence_pass", "csr_evidence_pass", "csr_build", "ell_hidden_probs", "ell_free_energy", "ell_cd_grad",
+    "ell_gwg_steps", "ell_dlp_steps",
 ]
 
 try:
@@ -243,6 +244,47 @@ def csr_build(item, voter, label, n_items, n_voters, n_classes):
     return reference.csr_build(*args)
 
 
+# Padded rows ("ELL"): B rows of labels stored sparse, voter (B, S) int64 and labels (B, S) integers,
+# label -1 = empty slot. Each op is its dense namesake on the densified rows (schemas in csrc/ops.cpp).
+
+def ell_hidden_probs(voter, labels, W, b_h):
+    """(B, H, K) p(h | v) of padded rows."""
+    if _ext("ell_hidden_probs", W):
+        return torch.ops.deem.ell_hidden_probs(voter, labels, W, b_h)
+    return reference.ell_hidden_probs(voter, labels, W, b_h)
+
+
+def ell_free_energy(voter, labels, W, b_v, b_h):
+    """(B,) free energy of padded rows (no autograd: the sparse paths read it for scores only)."""
+    if _ext("ell_free_energy", W):
+        return torch.ops.deem.ell_free_energy(voter, labels, W, b_v, b_h)
+    return reference.ell_free_energy(voter, labels, W, b_v, b_h)
+
+
+def ell_cd_grad(pos_voter, pos, neg_voter, neg, W, b_v, b_h, sample_hidden=False, seed=0, offset=0):
+    """``cd_grad`` of padded rows: (dW, db_v, db_h, loss) of mean F(pos) - mean F(neg)."""
+    args = (pos_voter, pos, neg_voter, neg, W, b_v, b_h, bool(sample_hidden), int(seed), int(offset))
+    if _ext("ell_cd_grad", W):
+        return torch.ops.deem.ell_cd_grad(*args)
+    return reference.ell_cd_grad(*args)
+
+
+def ell_gwg_steps(voter, chains, W, b_v, b_h, n_steps=1, seed=0, offset=0):
+    """``gwg_steps`` on padded rows (B, S), in place: a chain moves its present slots only."""
+    if _ext("ell_gwg_steps", W):
+        return torch.ops.deem.ell_gwg_steps(voter, chains, W, b_v, b_h, int(n_steps), int(seed), int(offset))
+    return reference.ell_gwg_steps(voter, chains, W, b_v, b_h, int(n_steps), int(seed), int(offset))
+
+
+def ell_dlp_steps(voter, chains, W, b_v, b_h, step_size=1.0, n_steps=1, seed=0, offset=0):
+    """``dlp_steps`` on padded rows (B, S), in place: a chain moves its present slots only."""
+    if _ext("ell_dlp_steps", W):
+        return torch.ops.deem.ell_dlp_steps(voter, chains, W, b_v, b_h, float(step_size), int(n_steps), int(seed),
+                                            int(offset))
+    return reference.ell_dlp_steps(voter, chains, W, b_v, b_h, float(step_size), int(n_steps), int(seed),
+                                   int(offset))
+
+
 # ----------------------------------------------------------------------------- registrations
 
 def _register() -> None:
@@ -331,6 +373,26 @@ def _register() -> None:
         n_labels = item.shape[0]
         return (new(item, (n_items + 1,)), new(item, (n_labels,)), new(label, (n_labels,)), new(item, (n_voters + 1,)),
                 new(item, (n_labels,)), new(label, (n_labels,)), new(item, ()))
+
+    @torch.library.register_fake(lib + "ell_hidden_probs")
+    def _(voter, labels, W, b_h):
+        return new(W, (labels.shape[0], b_h.shape[0], b_h.shape[1]))
+
+    @torch.library.register_fake(lib + "ell_free_energy")
+    def _(voter, labels, W, b_v, b_h):
+        return new(W, (labels.shape[0],))
+
+    @torch.library.register_fake(lib + "ell_cd_grad")
+    def _(pos_voter, pos, neg_voter, neg, W, b_v, b_h, sample_hidden, seed, offset):
+        return torch.empty_like(W), torch.empty_like(b_v), torch.empty_like(b_h), new(W, ())
+
+    @torch.library.register_fake(lib + "ell_gwg_steps")
+    def _(voter, chains, W, b_v, b_h, n_steps, seed, offset):
+        return new(chains, (chains.shape[0],), dtype=torch.int32)
+
+    @torch.library.register_fake(lib + "ell_dlp_steps")
+    def _(voter, chains, W, b_v, b_h, step_size, n_steps, seed, offset):
+        return new(chains, (chains.shape[0],), dtype=torch.int32)
 
     @torch.library.register_fake(lib + "log_partition")
     def _(W, b_v, b_h):

@@ -72,17 +72,20 @@ class RBM(nn.Module):
         return torch.log_softmax(b, dim=0)
 
     def hidden_probs(self, data: LabelData) -> torch.Tensor:
-        """``(N, H, K)`` p(h | v); labels stored sparse go through the one-unit E-step op (H = 1)."""
-        if hasattr(data, "row_ptr"):
-            if self.n_hidden != 1:
-                raise ValueError("labels stored sparse are scored by one-hidden-unit models; densify them "
-                                 "(SparseLabels.to_dense) for hidden_dim > 1")
+        """``(N, H, K)`` p(h | v). Labels stored sparse: one-unit models through the E-step op, others
+        through ``ell_hidden_probs`` on padded rows, a chunk of rows at a time."""
+        if hasattr(data, "row_ptr") and self.n_hidden == 1:
             post = data.evidence_pass(self.W[..., 0].double(), self.b_h[0].double(), None, False, True)[3]
             return post.to(self.W.dtype).unsqueeze(1)
+        if hasattr(data, "row_ptr") or hasattr(data, "voter"):
+            return _by_padded_rows(data, lambda rows: ops.ell_hidden_probs(rows.voter, rows.values, self.W, self.b_h))
         fn = ops.hidden_probs_soft if data.soft else ops.hidden_probs
         return fn(data.values, self.W, self.b_h)
 
     def free_energy(self, data: LabelData) -> torch.Tensor:
+        if hasattr(data, "row_ptr") or hasattr(data, "voter"):
+            return _by_padded_rows(data, lambda rows: ops.ell_free_energy(rows.voter, rows.values, self.W, self.b_v,
+                                                                          self.b_h))
         fn = ops.free_energy_soft if data.soft else ops.free_energy
         return fn(data.values, self.W, self.b_v, self.b_h)
 
@@ -103,3 +106,17 @@ class RBM(nn.Module):
         bh = torch.ones_like(self.b_h)
         bh[:, 0] = 0
         return w, bv, bh
+
+
+# Slots per chunk of padded rows the sparse scores gather at once (rows x longest row).
+PADDED_SLOTS_PER_CHUNK = 1 << 22
+
+
+def _by_padded_rows(data, score) -> torch.Tensor:
+    """``score(rows)`` over padded rows: ``data`` itself if padded, else chunks of its rows gathered padded."""
+    if hasattr(data, "voter") and not hasattr(data, "row_ptr"):
+        return score(data)
+    step = max(1, PADDED_SLOTS_PER_CHUNK // max(data.max_row_length(), 1))
+    parts = [score(data.padded(torch.arange(i, min(i + step, data.n_rows), device=data.device)))
+             for i in range(0, max(data.n_rows, 1), step)]
+    return torch.cat(parts) if len(parts) > 1 else parts[0]

@@ -15,6 +15,10 @@ A missing label is an absent triple. Build one with :meth:`SparseLabels.from_tri
 :meth:`SparseLabels.from_dense` (``-1`` = missing) or :meth:`SparseLabels.from_scipy`
 (a ``scipy.sparse`` matrix whose stored value is **label + 1**: a stored 0, or no entry,
 is missing -- so label 0 survives scipy's habit of dropping explicit zeros).
+
+The samplers and the multi-unit models read a batch of rows at a time as :class:`PaddedRows`
+(the ``ell_*`` ops' layout): each row's labels in ``S`` slots, ``S`` the longest row, gathered from
+the by-item view on the device (memory batch x S, never items x voters).
 """
 from __future__ import annotations
 
@@ -66,6 +70,34 @@ class SparseLabels:
 
     def labels_per_row(self) -> torch.Tensor:
         return self.row_ptr[1:] - self.row_ptr[:-1]
+
+    def max_row_length(self) -> int:
+        """The most labels any item has (0 without items): the slot count of :meth:`padded` (cached)."""
+        width = self.__dict__.get("_max_row_length")
+        if width is None:
+            width = int(self.labels_per_row().max()) if self.n_rows else 0
+            self.__dict__["_max_row_length"] = width
+        return width
+
+    def padded(self, rows=None) -> "PaddedRows":
+        """The items ``rows`` (indices on the labels' device; default all) as :class:`PaddedRows`.
+
+        A gather on the device, no host round trip (the width, :meth:`max_row_length`, is read once)."""
+        width = self.max_row_length()
+        if rows is None:
+            rows = torch.arange(self.n_rows, device=self.device)
+        rows = torch.as_tensor(rows, device=self.device).long()
+        lengths = self.labels_per_row()[rows]
+        slot = torch.arange(width, device=self.device)
+        valid = slot.unsqueeze(0) < lengths.unsqueeze(1)
+        if self.n_labels == 0:
+            empty = torch.full((rows.shape[0], width), -1, dtype=torch.int64, device=self.device)
+            return PaddedRows(empty, empty.to(self.label.dtype), self.n_classes)
+        at = (self.row_ptr[:-1][rows].unsqueeze(1) + slot.unsqueeze(0)).clamp(max=self.n_labels - 1)
+        missing = torch.full((), -1, dtype=torch.int64, device=self.device)
+        voter = torch.where(valid, self.voter[at], missing)
+        values = torch.where(valid, self.label[at], missing.to(self.label.dtype))
+        return PaddedRows(voter, values, self.n_classes)
 
     def labels_per_voter(self) -> torch.Tensor:
         return self.col_ptr[1:] - self.col_ptr[:-1]
@@ -228,6 +260,32 @@ class SparseLabels:
         return SparseLabels._build(new_items.cpu().numpy(), self.voter[pick].cpu().numpy(),
                                    self.label[pick].cpu().numpy(), int(rows.shape[0]), self.n_classifiers,
                                    self.n_classes, self.device)
+
+
+@dataclass
+class PaddedRows:
+    """A batch of rows of labels stored sparse, each row's labels in ``S`` slots (the ``ell_*`` ops' layout).
+
+    ``voter`` ``(B, S)`` int64 and ``values`` ``(B, S)`` labels; a slot with label ``-1`` is empty (its
+    voter ``-1``). A row's voters ascend, as in the by-item view, so the ops draw what their dense
+    namesakes draw on the densified rows. Built by :meth:`SparseLabels.padded`.
+    """
+
+    voter: torch.Tensor
+    values: torch.Tensor
+    n_classes: int
+    soft: bool = False
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.values.shape[0])
+
+    @property
+    def device(self) -> torch.device:
+        return self.values.device
+
+    def select(self, rows) -> "PaddedRows":
+        return PaddedRows(self.voter[rows], self.values[rows], self.n_classes)
 
 
 def _int_array(a, name: str) -> np.ndarray:

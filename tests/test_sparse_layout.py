@@ -44,7 +44,9 @@ def test_layout_auto_follows_the_share_of_present_entries():
     dense_crowd, _ = crowd(missing_rate=0.3)
     assert DEEM().fit(sparse_crowd).layout_ == "sparse"
     assert DEEM().fit(dense_crowd).layout_ == "dense"
-    assert DEEM(solver="gwg", epochs=2).fit(sparse_crowd).layout_ == "dense"  # samplers read dense rows
+    assert DEEM(solver="gwg", epochs=2).fit(sparse_crowd).layout_ == "sparse"  # the samplers read padded rows
+    assert DEEM(solver="gwg", epochs=2).fit(dense_crowd).layout_ == "dense"
+    assert DEEM(solver="gwg", epochs=2, use_preprocessing=True).fit(sparse_crowd).layout_ == "dense"
 
 
 def test_scipy_sparse_input_holds_label_plus_one():
@@ -89,8 +91,8 @@ def test_bad_layout_choices_are_value_errors():
     X, _ = crowd()
     with pytest.raises(ValueError, match="layout must be one of"):
         DEEM(layout="csr").fit(X)
-    with pytest.raises(ValueError, match="one-hidden-unit solvers"):
-        DEEM(layout="sparse", solver="gwg").fit(X)
+    with pytest.raises(ValueError, match="use_preprocessing=True .*read the labels dense"):
+        DEEM(layout="sparse", solver="gwg", use_preprocessing=True).fit(X)
     soft = np.full((10, 3, 4), 1 / 3)
     with pytest.raises(ValueError, match="soft labels stay dense"):
         DEEM(layout="sparse").fit(soft)
@@ -185,16 +187,20 @@ def test_a_hand_built_sparse_value_is_checked_before_any_kernel(corrupt):
         model.predict(bad)
 
 
-def test_a_dense_only_solver_refuses_to_densify_a_huge_sparse_crowd(monkeypatch):
-    """Sparse labels too large to hold dense get a clear error naming the sparse-reading solvers, not an OOM."""
+def test_a_dense_only_path_refuses_to_densify_a_huge_sparse_crowd(monkeypatch):
+    """Sparse labels too large to hold dense get a clear error from the dense-only paths (preprocessing
+    layers), not an OOM; the samplers read them sparse whatever the limit."""
     import deem.estimator as E
 
     s = SparseLabels.from_triples([0, 1, 2, 3], [0, 1, 2, 0], [0, 1, 1, 0], n_rows=4, n_voters=3)
     monkeypatch.setattr(E, "DENSIFY_LIMIT", 11)
-    with pytest.raises(ValueError, match="reads labels dense.*solver in \\[.*'bayes'"):
-        DEEM(solver="gwg", epochs=1, random_state=0).fit(s)
+    with pytest.raises(ValueError, match="reads labels dense.*every solver reads them sparse"):
+        DEEM(solver="gwg", epochs=1, use_preprocessing=True, random_state=0).fit(s)
+    for solver in ("gwg", "dlp"):
+        model = DEEM(solver=solver, hidden_dim=2, epochs=1, random_state=0).fit(s)
+        assert model.layout_ == "sparse" and model.predict(s).shape == (4,)
     monkeypatch.setattr(E, "DENSIFY_LIMIT", 12)
-    DEEM(solver="gwg", epochs=1, random_state=0).fit(s)  # 4 x 3 cells: dense is fine
+    DEEM(solver="gwg", epochs=1, use_preprocessing=True, random_state=0).fit(s)  # 4 x 3 cells: dense is fine
 
 
 @pytest.mark.parametrize("solver", ["bayes", "exact"])

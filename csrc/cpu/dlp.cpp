@@ -14,6 +14,7 @@
 // in double, the acceptance test compares log(u) with log alpha in double. The
 // weights' exps are simd.h's vexp over the whole (D, K) block at once.
 #include "cpu/chain_op.h"
+#include "cpu/ell.h"
 #include "cpu/simd.h"
 
 namespace deem {
@@ -201,8 +202,77 @@ at::Tensor dlp_steps(at::Tensor& chains, const at::Tensor& W, const at::Tensor& 
                       });
 }
 
+// ell_dlp_steps: dlp_steps on padded rows (cpu/ell.h), in place. run_chain already works on a
+// chain's present coordinates, compact: here they are the row's present slots, so a chain costs
+// O(slots) a step whatever D is, and with a row's voters ascending (the dense op's coordinate order)
+// the chains and counts are dlp_steps' on the densified rows, bit for bit.
+at::Tensor ell_dlp_steps(const at::Tensor& voter_, at::Tensor& chains, const at::Tensor& W_, const at::Tensor& b_v_,
+                         const at::Tensor& b_h_, double step_size, int64_t n_steps, int64_t seed, int64_t offset) {
+  const char* name = "deem::ell_dlp_steps";
+  TORCH_CHECK(std::isfinite(step_size) && step_size > 0, name, ": step_size must be a positive finite number, got ",
+              step_size);
+  const Dims d = check_params(name, W_, &b_v_, b_h_);
+  check_ell(name, "chains", voter_, chains);
+  TORCH_CHECK(n_steps >= 0, name, ": n_steps must be >= 0, got ", n_steps);
+  TORCH_CHECK(d.D < (int64_t(1) << 30) && d.K < (int64_t(1) << 30), name, ": D or K too large");
+  const int64_t B = chains.size(0), S = chains.size(1), K = d.K, HK = d.HK();
+  at::Tensor accepted = at::zeros({B}, chains.options().dtype(at::kInt));
+  if (B == 0) return accepted;
+  at::Tensor work = chains.is_contiguous() ? chains : chains.contiguous();
+  const at::Tensor voter = voter_.contiguous(), W = W_.contiguous(), b_v = b_v_.contiguous(), b_h = b_h_.contiguous();
+  AT_DISPATCH_FLOATING_TYPES(W.scalar_type(), "deem", [&] {
+    using T = scalar_t;
+    DEEM_DISPATCH_LABELS(work.scalar_type(), name, [&] {
+      label_t* x = work.data_ptr<label_t>();
+      const int64_t* v = voter.data_ptr<int64_t>();
+      at::parallel_for(0, B, 256, [&](int64_t b0, int64_t b1) {  // every chain checked before any moves
+        std::vector<int32_t> idx(S), xs(S);
+        for (int64_t b = b0; b < b1; ++b) read_ell_row(name, v, x, b, S, d.D, K, idx.data(), xs.data());
+      });
+      const std::vector<T> Wt = w_il_jm(W.data_ptr<T>(), d);
+      const Model<T> M{K, d.D, d.H, HK, Wt.data(), b_v.data_ptr<T>(), b_h.data_ptr<T>(), 1.0 / step_size};
+      int32_t* acc = accepted.data_ptr<int32_t>();
+      at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+        std::vector<T> tbuf(2 * (2 * HK + S * K));
+        std::vector<double> dbuf(2 * (2 * S * K + S));
+        State<T> st[2];
+        for (int k = 0; k < 2; ++k) {
+          T* t = tbuf.data() + k * (2 * HK + S * K);
+          double* dd = dbuf.data() + k * (2 * S * K + S);
+          st[k].L = t;
+          st[k].P = t + HK;
+          st[k].g = t + 2 * HK;
+          st[k].e = dd;
+          st[k].lq = dd + S * K;
+          st[k].s = dd + 2 * S * K;
+          st[k].f = 0.0;
+          st[k].log_norm = 0.0;
+        }
+        std::vector<int32_t> idx(S), xc(S), xp(S), slot(S);
+        for (int64_t b = b0; b < b1; ++b) {
+          int64_t n_p = 0;
+          for (int64_t s = 0; s < S; ++s) {  // checked above
+            const int64_t l = static_cast<int64_t>(x[b * S + s]);
+            if (l < 0) continue;
+            idx[n_p] = static_cast<int32_t>(v[b * S + s]);
+            xc[n_p] = static_cast<int32_t>(l);
+            slot[n_p++] = static_cast<int32_t>(s);
+          }
+          acc[b] = run_chain(M, st[0], st[1], idx.data(), xc.data(), xp.data(), n_p, b, n_steps, seed, offset);
+          for (int64_t p = 0; p < n_p; ++p) x[b * S + slot[p]] = static_cast<label_t>(xc[p]);
+        }
+      });
+    });
+  });
+  if (!work.is_same(chains)) chains.copy_(work);
+  return accepted;
+}
+
 }  // namespace
 }  // namespace cpu
 }  // namespace deem
 
-TORCH_LIBRARY_IMPL(deem, CPU, m) { m.impl("dlp_steps", &deem::cpu::dlp_steps); }
+TORCH_LIBRARY_IMPL(deem, CPU, m) {
+  m.impl("dlp_steps", &deem::cpu::dlp_steps);
+  m.impl("ell_dlp_steps", &deem::cpu::ell_dlp_steps);
+}

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from .. import ops
-from .._validation import LabelData
+from .._validation import LabelData, is_sparse
 from ..preprocessing import Preprocessor
 from ..rbm import RBM
 from ..distributed import total_int
@@ -90,7 +90,10 @@ def train_pcd(
     seeds), reproducible with ``random_state``.
     """
     n = data.n_rows
-    dev = data.values.device
+    sparse = is_sparse(data)  # then each batch is padded rows (deem.sparse.PaddedRows), read by the ell_* ops
+    if sparse and preprocessor is not None:
+        raise ValueError("preprocessing layers read labels dense")
+    dev = data.device if sparse else data.values.device
     seed = int(torch.randint(0, 2**62, (1,), generator=host_generator))
     batch_size, updates = cfg.batch_size, None
     if comm is not None:
@@ -126,7 +129,7 @@ def train_pcd(
             if pick.numel() == 0:  # distributed: this rank's rows are used up; it still joins the mean
                 _join_step(comm, params, velocity, cfg, lr, masks)
                 continue
-            batch = data.select(pick)
+            batch = data.padded(pick) if sparse else data.select(pick)
             transformed = None
             if preprocessor is not None:
                 transformed = preprocessor(batch, device_generator)
@@ -136,7 +139,11 @@ def train_pcd(
             else:
                 sampler.restart_from(batch)
             chains = sampler.step(rbm, n_steps)
-            cd_grad = ops.cd_grad_soft if batch.soft else ops.cd_grad
+            if sparse:
+                def cd_grad(pos, neg, *params, **kw):
+                    return ops.ell_cd_grad(batch.voter, pos, sampler.voter, neg, *params, **kw)
+            else:
+                cd_grad = ops.cd_grad_soft if batch.soft else ops.cd_grad
             with torch.no_grad():
                 dW, db_v, db_h, loss = cd_grad(
                     batch.values, chains, rbm.W, rbm.b_v, rbm.b_h,

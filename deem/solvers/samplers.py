@@ -52,6 +52,10 @@ class PersistentChains:
     ``n_steps`` Metropolis-Hastings steps on all of them in one kernel call. A
     chain keeps the missing entries of the row it started from: it samples the
     model on that row's observed classifiers only.
+
+    Batches of labels stored sparse come as :class:`deem.sparse.PaddedRows`: the chains are then
+    padded rows too (each chain's voters beside its labels, restarted together) and move their
+    present slots only (``ops.ell_gwg_steps`` / ``ell_dlp_steps``).
     """
 
     def __init__(self, first_batch: LabelData, generator: torch.Generator, seed: int, kind: str = "gwg"):
@@ -60,6 +64,9 @@ class PersistentChains:
         self.kind = kind
         self.step_size = DLP_INITIAL_STEP
         self._window = torch.zeros((), dtype=torch.int64, device=first_batch.values.device)
+        self.voter = getattr(first_batch, "voter", None)  # (B, S) voters of padded-row chains, else None
+        if self.voter is not None:
+            self.voter = self.voter.clone()
         self._window_proposed = 0
         self._updates = 0
         self.generator = generator
@@ -74,12 +81,21 @@ class PersistentChains:
         dev = self.chains.device
         restart = torch.rand(b, generator=self.generator, device=dev) < RESTART_FRACTION
         source = torch.randint(batch.n_rows, (b,), generator=self.generator, device=dev)
-        fresh = hard_from(batch.select(source), self.generator)
+        picked = batch.select(source)
+        fresh = hard_from(picked, self.generator)
         self.chains = torch.where(restart.unsqueeze(1), fresh, self.chains)
+        if self.voter is not None:
+            self.voter = torch.where(restart.unsqueeze(1), picked.voter, self.voter)
 
     def step(self, rbm: RBM, n_steps: int) -> torch.Tensor:
         with torch.no_grad():
-            if self.kind == "gwg":
+            if self.voter is not None and self.kind == "gwg":
+                acc = ops.ell_gwg_steps(self.voter, self.chains, rbm.W, rbm.b_v, rbm.b_h, n_steps=n_steps,
+                                        seed=self.seed, offset=self.offset)
+            elif self.voter is not None:
+                acc = ops.ell_dlp_steps(self.voter, self.chains, rbm.W, rbm.b_v, rbm.b_h, step_size=self.step_size,
+                                        n_steps=n_steps, seed=self.seed, offset=self.offset)
+            elif self.kind == "gwg":
                 acc = ops.gwg_steps(self.chains, rbm.W, rbm.b_v, rbm.b_h, n_steps=n_steps, seed=self.seed,
                                     offset=self.offset)
             else:

@@ -1,0 +1,42 @@
+// Padded rows ("ELL") on the CPU: B rows of labels stored sparse, row b's present labels in its S
+// slots -- voter (B, S) int64, labels (B, S) integer, label -1 = an empty slot whose voter is not
+// read. The ell_* ops are their dense namesakes on the densified rows; this header holds their
+// argument checks and the read of one row's present slots, every index bounds-checked.
+#pragma once
+#include "cpu/common.h"
+
+namespace deem {
+namespace cpu {
+
+inline void check_ell(const char* name, const char* what, const at::Tensor& voter, const at::Tensor& labels) {
+  TORCH_CHECK(voter.device().is_cpu() && labels.device().is_cpu(), name, ": expected CPU tensors, ", what,
+              " is on ", labels.device());
+  TORCH_CHECK(voter.dim() == 2 && voter.scalar_type() == at::kLong, name, ": ", what,
+              "_voter must be a 2-D int64 tensor, got ", voter.sizes(), " ", voter.scalar_type());
+  TORCH_CHECK(labels.dim() == 2 && is_label_dtype(labels.scalar_type()), name, ": ", what,
+              " must be a 2-D int8, int16, int32 or int64 tensor, got ", labels.sizes(), " ", labels.scalar_type());
+  TORCH_CHECK(voter.sizes() == labels.sizes(), name, ": ", what, "_voter and ", what,
+              " must have the same shape, got ", voter.sizes(), " and ", labels.sizes());
+}
+
+// Row b's present slots into idx (voters) and x (labels), in slot order; returns their count.
+// Throws on a label outside [-1, K) or a present voter outside [0, D).
+template <typename label_t>
+inline int64_t read_ell_row(const char* name, const int64_t* voter, const label_t* labels, int64_t b, int64_t S,
+                            int64_t D, int64_t K, int32_t* idx, int32_t* x) {
+  int64_t n = 0;
+  for (int64_t s = 0; s < S; ++s) {
+    const int64_t l = static_cast<int64_t>(labels[b * S + s]);
+    if (l == -1) continue;
+    TORCH_CHECK(l >= 0 && l < K, name, ": label ", l, " at (row ", b, ", slot ", s,
+                ") is out of range; expected -1 (empty slot) or a value in [0, ", K, ")");
+    const int64_t i = voter[b * S + s];
+    TORCH_CHECK(i >= 0 && i < D, name, ": voter ", i, " at (row ", b, ", slot ", s, ") is outside [0, ", D, ")");
+    idx[n] = static_cast<int32_t>(i);
+    x[n++] = static_cast<int32_t>(l);
+  }
+  return n;
+}
+
+}  // namespace cpu
+}  // namespace deem
