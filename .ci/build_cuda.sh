@@ -147,7 +147,8 @@ import sys, torch
 torch.ops.load_library(sys.argv[1])
 ops = ["hidden_logits", "hidden_probs", "hidden_logits_soft", "hidden_probs_soft", "energy", "free_energy",
        "free_energy_soft", "free_energy_backward", "free_energy_soft_backward", "cd_grad", "cd_grad_soft",
-       "gwg_steps", "log_partition", "hard_evidence_pass", "csr_evidence_pass"]
+       "gwg_steps", "dlp_steps", "log_partition", "hard_evidence_pass", "csr_evidence_pass",
+       "ell_hidden_probs", "ell_free_energy", "ell_cd_grad", "ell_gwg_steps", "ell_dlp_steps"]
 missing = [f"{o}/{k}" for o in ops for k in ("CPU", "CUDA")
            if not torch._C._dispatch_has_kernel_for_dispatch_key(f"deem::{o}", k)]
 if missing:
