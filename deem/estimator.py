@@ -11,6 +11,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import persistence
 from .log import log as _log
+from ._threads import single_threaded_blas
 from ._validation import LabelData, check_choice, check_labels, check_true_labels, is_sparse, present_rows
 from .sparse import SparseLabels
 from .alignment import agreement_table, assignment_from_table, hungarian_map, majority_vote
@@ -177,7 +178,8 @@ class DEEM(BaseEstimator):
             monitor=self._monitor(data, gold, comm, solvers.get_solver(solver).one_unit) if gold else None)
         impl = solvers.get_solver(solver)
         impl.check(data, settings)
-        result = impl.fit(data, all_rows, settings)
+        with single_threaded_blas():  # see deem/_threads.py: spinning BLAS threads halved the kernels' speed
+            result = impl.fit(data, all_rows, settings)
         for name, value in result.attributes.items():
             setattr(self, name, value)
         if result.fitted_all_rows:

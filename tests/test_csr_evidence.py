@@ -220,6 +220,21 @@ def test_csr_build_equals_its_twin(shape):
 
 
 @needs_ext
+@pytest.mark.parametrize("duplicates", [0, 3])
+def test_csr_build_of_triples_grouped_by_item_is_the_general_build(duplicates):
+    """Items non-decreasing (a frame grouped by task) take the per-item sort; rows past 32 labels the merge sort."""
+    item, voter, label = random_triples(300, 80, 3, 12000, seed=7, duplicates=duplicates)
+    order = torch.sort(item, stable=True).indices  # grouped by item, voters in any order within an item
+    item, voter, label = item[order], voter[order], label[order]
+    assert int(torch.bincount(item).max()) > 32
+    got = torch.ops.deem.csr_build(item, voter, label, 300, 80, 3)
+    want = R.csr_build(item, voter, label, 300, 80, 3)
+    for a, b in zip(got, want):
+        assert torch.equal(a, b)
+    assert (int(got[-1]) >= 0) == (duplicates > 0)
+
+
+@needs_ext
 def test_csr_build_finds_a_repeated_pair_and_keeps_every_label():
     item, voter, label = random_triples(200, 30, 3, 1500, seed=1, duplicates=3)
     for impl in (torch.ops.deem.csr_build, R.csr_build):

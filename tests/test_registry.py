@@ -47,6 +47,34 @@ def test_a_registered_solver_is_used_by_name_with_no_change_to_the_estimator(mon
     np.testing.assert_array_equal(model.predict(X)[clear], counts.argmax(1)[clear])
 
 
+class BlasWatchingSolver(MajorityVoteSolver):
+    """Records the BLAS pools' thread counts while it fits."""
+
+    name = "blas-watch-test"
+    seen: list = []
+
+    def fit(self, data, all_rows, settings):
+        from threadpoolctl import threadpool_info
+
+        self.seen.extend(p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas")
+        return super().fit(data, all_rows, settings)
+
+
+def test_a_fit_holds_blas_to_one_thread_and_gives_the_threads_back(monkeypatch):
+    """Spinning BLAS threads after scipy's tiny solves stole the kernels' cores (deem/_threads.py)."""
+    from threadpoolctl import threadpool_info
+
+    before = [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+    if not before:
+        pytest.skip("no BLAS pool loaded")
+    solver = BlasWatchingSolver()
+    monkeypatch.setitem(solvers.SOLVERS, solver.name, solver)
+    X, _ = dawid_skene(n_samples=50, n_classifiers=5, n_classes=2, random_state=0)
+    DEEM(solver=solver.name).fit(X)
+    assert solver.seen and set(solver.seen) == {1}
+    assert [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"] == before
+
+
 def _imports(path):
     tree = ast.parse(path.read_text())
     names = set()

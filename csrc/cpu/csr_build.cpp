@@ -4,12 +4,15 @@
 //   1. a stable bucket pass by voter, then 2. a stable bucket pass by item over that order: the
 //      by-item view, voters ascending within an item (equal pairs keep their input order);
 //   3. a stable bucket pass by voter over the by-item view: the by-voter view, items ascending.
+// When the items arrive grouped (non-decreasing), steps 1-2 are a stable sort of each item's few
+// labels by voter instead: the same order, without two random scatters over every label.
 // Duplicate (item, voter) pairs sit next to each other after step 2; the op does not drop or
 // merge them, it returns the input position of the first one it meets (the later of the pair;
 // -1: none) so that the caller can name it. Data preparation is host work: CPU only.
 // Every item, voter and label is bounds-checked before it indexes anything.
 #include <torch/library.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "common/checks.h"
@@ -35,13 +38,39 @@ void build(const int64_t* item, const int64_t* voter, const label_t* label, int6
   }
   for (int64_t n = 0; n < N; ++n) row_ptr[n + 1] += row_ptr[n];
   for (int64_t i = 0; i < D; ++i) col_ptr[i + 1] += col_ptr[i];
-  std::vector<int64_t> by_voter(static_cast<size_t>(L)), by_item(static_cast<size_t>(L));
-  std::vector<int64_t> cursor(col_ptr, col_ptr + D);
-  for (int64_t j = 0; j < L; ++j) by_voter[cursor[voter[j]]++] = j;  // 1.
-  cursor.assign(row_ptr, row_ptr + N);
-  for (int64_t p = 0; p < L; ++p) {  // 2.
-    const int64_t j = by_voter[p];
-    by_item[cursor[item[j]]++] = j;
+  std::vector<int64_t> by_item(static_cast<size_t>(L));
+  std::vector<int64_t> cursor;
+  bool grouped = true;  // items already non-decreasing (a long frame grouped by task, the usual case)
+  for (int64_t j = 1; j < L && grouped; ++j) grouped = item[j - 1] <= item[j];
+  if (grouped) {
+    // 1.-2. without the two scatters: each item's labels are already contiguous; sort them by voter in
+    // place, stably (insertion sort for the few labels an item has, a merge sort past kShortRow).
+    constexpr int64_t kShortRow = 32;
+    for (int64_t j = 0; j < L; ++j) by_item[j] = j;
+    for (int64_t n = 0; n < N; ++n) {
+      int64_t* b = by_item.data() + row_ptr[n];
+      const int64_t len = row_ptr[n + 1] - row_ptr[n];
+      auto by_voter_then_position = [&](int64_t a, int64_t c) { return voter[a] < voter[c]; };
+      if (len > kShortRow) {
+        std::stable_sort(b, b + len, by_voter_then_position);
+        continue;
+      }
+      for (int64_t p = 1; p < len; ++p) {
+        const int64_t j = b[p];
+        int64_t q = p;
+        for (; q > 0 && voter[b[q - 1]] > voter[j]; --q) b[q] = b[q - 1];
+        b[q] = j;
+      }
+    }
+  } else {
+    std::vector<int64_t> by_voter(static_cast<size_t>(L));
+    cursor.assign(col_ptr, col_ptr + D);
+    for (int64_t j = 0; j < L; ++j) by_voter[cursor[voter[j]]++] = j;  // 1.
+    cursor.assign(row_ptr, row_ptr + N);
+    for (int64_t p = 0; p < L; ++p) {  // 2.
+      const int64_t j = by_voter[p];
+      by_item[cursor[item[j]]++] = j;
+    }
   }
   *first_duplicate = -1;
   for (int64_t n = 0; n < N; ++n) {
