@@ -69,7 +69,12 @@ class SparseLabels:
         return rows
 
     def labels_per_row(self) -> torch.Tensor:
-        return self.row_ptr[1:] - self.row_ptr[:-1]
+        """``(N,)`` labels per item (computed once: the samplers read it every batch)."""
+        lengths = self.__dict__.get("_labels_per_row")
+        if lengths is None:
+            lengths = self.row_ptr[1:] - self.row_ptr[:-1]
+            self.__dict__["_labels_per_row"] = lengths
+        return lengths
 
     def max_row_length(self) -> int:
         """The most labels any item has (0 without items): the slot count of :meth:`padded` (cached)."""
