@@ -71,6 +71,35 @@ def test_learn_prior_recovers_the_dirichlet_that_generated_the_confusions():
     assert est_off == pytest.approx(off, rel=0.1)
 
 
+def test_the_prior_solves_reach_the_bounded_maximum_from_any_start():
+    """Inside the bounds or on their edge, the learned priors are never below the objective a grid over the
+    log-bounds reaches, from any start."""
+    from scipy.special import betaln, gammaln
+
+    from deem.solvers.bayes import PRIOR_BOUNDS, learn_rate_prior
+
+    grid = np.exp(np.linspace(np.log(PRIOR_BOUNDS[0]), np.log(PRIOR_BOUNDS[1]), 241))
+    rng = np.random.default_rng(3)
+    for case in range(12):
+        k, d = int(rng.integers(2, 6)), int(rng.integers(5, 800))
+        peak = np.full(k, float(rng.uniform(0.05, 3.0))) + float(rng.uniform(0.0, 30.0)) * np.eye(k)
+        logs = np.stack([np.log(rng.dirichlet(peak[:, m], size=d) + 1e-300).sum(axis=0) for m in range(k)], axis=1)
+
+        def value(diag, off):
+            alpha = off + diag * np.eye(k)
+            return d * (gammaln(alpha.sum(axis=0)).sum() - gammaln(alpha).sum()) + ((alpha - 1) * logs).sum()
+
+        best = max(value(a, b) for a in grid[::4] for b in grid[::4])
+        for start in ((2.0, 1.0), (1e-2, 50.0), (500.0, 0.01)):
+            got = value(*learn_prior(logs, d, start))
+            assert got >= best - 1e-6 * abs(best), (case, start)
+        f = rng.beta(float(rng.uniform(0.1, 5)), float(rng.uniform(0.1, 50)), size=d * k)
+        e_vote, e_abstain = np.log(f).sum(), np.log1p(-f).sum()
+        rate_value = lambda a, b: -d * k * betaln(a, b) + (a - 1) * e_vote + (b - 1) * e_abstain  # noqa: E731
+        best = max(rate_value(a, b) for a in grid[::4] for b in grid[::4])
+        assert rate_value(*learn_rate_prior(e_vote, e_abstain, d * k, (0.5, 0.5))) >= best - 1e-6 * abs(best)
+
+
 def test_bound_never_goes_down_and_prior_follows_the_crowd():
     good, y_good = dawid_skene(n_samples=1500, n_classifiers=10, n_classes=3, accuracy=(0.85, 0.95),
                                missing_rate=0.3, random_state=4)

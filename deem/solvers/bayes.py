@@ -169,12 +169,14 @@ def train_variational(rbm: RBM, data: LabelData, max_iter: int = 1000, tol: floa
             rates = torch.stack([counts.sum(dim=0) + params[2], abstention_counts(counts, mass).t() + params[3]])
         return counts + _prior_matrix(params, k, counts).unsqueeze(-1), mass + CLASS_PRIOR, rates, params
 
-    def expected_logs(post, rates, elog_conf=None):
-        """``(E[log P(label)] (K_l, K_m, D), E[log P(abstain)] (D, K) or None)``."""
+    def expected_logs(post, rates, elog_conf=None, elog_rate=None):
+        """``(E[log P(label)] (K_l, K_m, D), E[log P(abstain)] (D, K) or None)``; ``elog_rate``: the rates'
+        ``_expected_log`` when the caller has it."""
         elog_conf = _expected_log(post, dim=0) if elog_conf is None else elog_conf
         if rates is None:
             return elog_conf, None
-        elog_rate = _expected_log(rates, dim=0) * modelled  # (2, K_m, D): E[log f], E[log (1 - f)]
+        elog_rate = _expected_log(rates, dim=0) if elog_rate is None else elog_rate
+        elog_rate = elog_rate * modelled  # (2, K_m, D): E[log f], E[log (1 - f)]
         return elog_conf + elog_rate[0].unsqueeze(0), elog_rate[1].t().contiguous()
 
     # theta = (expected counts (K_l, K_m, D), class mass (K,), log prior numbers): one iteration
@@ -184,11 +186,12 @@ def train_variational(rbm: RBM, data: LabelData, max_iter: int = 1000, tol: floa
         post, post_pi, rates, params = posterior(theta)
         elog_conf = _expected_log(post, dim=0)
         elog_pi = _expected_log(post_pi, dim=0)
+        elog_rate = None if rates is None else _expected_log(rates, dim=0)  # once: read three times below
         if learn:
             params = learn_prior(elog_conf.sum(dim=2).cpu().numpy(), d, params[:2]) + (
-                learn_rate_prior(*(float(x) for x in (_expected_log(rates, dim=0) * modelled).sum(dim=(1, 2))),
+                learn_rate_prior(*(float(x) for x in (elog_rate * modelled).sum(dim=(1, 2))),
                                  n_modelled * k, params[2:]) if n_modelled else params[2:])
-        elog_p, elog_abstain = expected_logs(post, rates, elog_conf)
+        elog_p, elog_abstain = expected_logs(post, rates, elog_conf, elog_rate)
         counts, mass, nll = total_many(comm, *evidence_pass(data, elog_p, elog_pi, elog_abstain, True, False)[:3])
         new_theta = (counts, mass, torch.tensor([math.log(x) for x in params], dtype=torch.float64, device=dev))
         if not need_objective:
@@ -198,7 +201,8 @@ def train_variational(rbm: RBM, data: LabelData, max_iter: int = 1000, tol: floa
                 - _kl_dirichlet(post_pi, torch.full_like(post_pi, CLASS_PRIOR), dim=0, elog=elog_pi))
         if informative:
             rate_prior = torch.tensor(params[2:], dtype=rates.dtype, device=dev).view(2, 1, 1)
-            elbo = elbo - _kl_dirichlet(rates[:, :, modelled > 0], rate_prior, dim=0)
+            keep = modelled > 0
+            elbo = elbo - _kl_dirichlet(rates[:, :, keep], rate_prior, dim=0, elog=elog_rate[:, :, keep])
         return new_theta, elbo, -elbo / n
 
     def normalize(theta):
