@@ -3,7 +3,8 @@
 # with CUDA and nvcc; run from the repository root): build with the CUDA kernels,
 # run the whole test suite (the cuda-parametrized tests then run instead of
 # skipping), the op tests under compute-sanitizer memcheck, and the CUDA benchmarks
-# (throughput; GWG vs DLP mixing and time per step; sparse crowds at 5 M and 50 M labels, ours only:
+# (throughput; GWG vs DLP mixing and time per step; the samplers on crowds stored sparse, dense vs
+# sparse layout; sparse crowds at 5 M and 50 M labels, ours only:
 # the peers' venv and ../shared do not travel to the GPU machine).
 # Results go to ${OUT:-./gpu-check}.
 set -euo pipefail
@@ -16,6 +17,7 @@ compute-sanitizer --tool memcheck --error-exitcode 1 python -m pytest -q -x test
   2>&1 | tee "$OUT/memcheck.log" | tail -n 5
 python benchmarks/throughput.py --device cuda --skip-reference --json "$OUT/throughput-cuda.json" 2>&1 | tee "$OUT/throughput.log"
 python benchmarks/samplers.py --device cuda --chains 100000 --json "$OUT/samplers-cuda.json" 2>&1 | tee "$OUT/samplers.log"
+timeout 120 python benchmarks/sparse_samplers.py --device cuda --tasks 20000,100000 --epochs 1 --json "$OUT/sparse-samplers-cuda.json" 2>&1 | tee "$OUT/sparse-samplers.log" || echo "sparse samplers benchmark stopped (timeout or error)"
 timeout 300 python benchmarks/scale.py --device cuda --labels 5M,50M --real "" --methods ours --json "$OUT/scale-cuda.json" 2>&1 | tee "$OUT/scale.log" || echo "scale benchmark stopped (timeout or error)"
 # distributed=True through NCCL (one rank: the collectives run, on the GPU's tensors) against a local fit
 python - <<'PY' 2>&1 | tee "$OUT/nccl.log"
