@@ -151,27 +151,36 @@ int32_t run_chain(const Model<T>& M, State<T> cur, State<T> prop, const int32_t*
   return n_acc;
 }
 
+// One thread's two states (current, proposal) for chains of up to C present coordinates.
+template <typename T>
+struct Scratch {
+  std::vector<T> tbuf;
+  std::vector<double> dbuf;
+  State<T> S[2];
+  Scratch(int64_t C, int64_t K, int64_t HK) : tbuf(2 * (2 * HK + C * K)), dbuf(2 * (2 * C * K + C)) {
+    for (int k = 0; k < 2; ++k) {
+      T* t = tbuf.data() + k * (2 * HK + C * K);
+      double* d = dbuf.data() + k * (2 * C * K + C);
+      S[k].L = t;
+      S[k].P = t + HK;
+      S[k].g = t + 2 * HK;
+      S[k].e = d;
+      S[k].lq = d + C * K;
+      S[k].s = d + 2 * C * K;
+      S[k].f = 0.0;
+      S[k].log_norm = 0.0;
+    }
+  }
+};
+
 // Every chain (labels already validated) in parallel, one thread's scratch per range of chains.
 template <typename T, typename label_t>
 void dlp_kernel(label_t* chains, int64_t Bn, const Model<T>& M, int64_t n_steps, int64_t seed, int64_t offset,
                 int32_t* accepted) {
   const int64_t K = M.K, D = M.D, HK = M.HK;
   at::parallel_for(0, Bn, 1, [&](int64_t b0, int64_t b1) {
-    std::vector<T> tbuf(2 * (2 * HK + D * K));
-    std::vector<double> dbuf(2 * (2 * D * K + D));
-    State<T> S[2];
-    for (int k = 0; k < 2; ++k) {
-      T* t = tbuf.data() + k * (2 * HK + D * K);
-      double* d = dbuf.data() + k * (2 * D * K + D);
-      S[k].L = t;
-      S[k].P = t + HK;
-      S[k].g = t + 2 * HK;
-      S[k].e = d;
-      S[k].lq = d + D * K;
-      S[k].s = d + 2 * D * K;
-      S[k].f = 0.0;
-      S[k].log_norm = 0.0;
-    }
+    Scratch<T> sc(D, K, HK);
+    State<T>* S = sc.S;
     std::vector<int32_t> idx(D), xc(D), xp(D);
     for (int64_t b = b0; b < b1; ++b) {
       label_t* xb = chains + b * D;
@@ -225,40 +234,16 @@ at::Tensor ell_dlp_steps(const at::Tensor& voter_, at::Tensor& chains, const at:
     DEEM_DISPATCH_LABELS(work.scalar_type(), name, [&] {
       label_t* x = work.data_ptr<label_t>();
       const int64_t* v = voter.data_ptr<int64_t>();
-      at::parallel_for(0, B, 256, [&](int64_t b0, int64_t b1) {  // every chain checked before any moves
-        std::vector<int32_t> idx(S), xs(S);
-        for (int64_t b = b0; b < b1; ++b) read_ell_row(name, v, x, b, S, d.D, K, idx.data(), xs.data());
-      });
+      check_ell_rows(name, v, x, B, S, d.D, K);  // every chain checked before any moves
       const std::vector<T> Wt = w_il_jm(W.data_ptr<T>(), d);
       const Model<T> M{K, d.D, d.H, HK, Wt.data(), b_v.data_ptr<T>(), b_h.data_ptr<T>(), 1.0 / step_size};
       int32_t* acc = accepted.data_ptr<int32_t>();
       at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
-        std::vector<T> tbuf(2 * (2 * HK + S * K));
-        std::vector<double> dbuf(2 * (2 * S * K + S));
-        State<T> st[2];
-        for (int k = 0; k < 2; ++k) {
-          T* t = tbuf.data() + k * (2 * HK + S * K);
-          double* dd = dbuf.data() + k * (2 * S * K + S);
-          st[k].L = t;
-          st[k].P = t + HK;
-          st[k].g = t + 2 * HK;
-          st[k].e = dd;
-          st[k].lq = dd + S * K;
-          st[k].s = dd + 2 * S * K;
-          st[k].f = 0.0;
-          st[k].log_norm = 0.0;
-        }
+        Scratch<T> sc(S, K, HK);
         std::vector<int32_t> idx(S), xc(S), xp(S), slot(S);
         for (int64_t b = b0; b < b1; ++b) {
-          int64_t n_p = 0;
-          for (int64_t s = 0; s < S; ++s) {  // checked above
-            const int64_t l = static_cast<int64_t>(x[b * S + s]);
-            if (l < 0) continue;
-            idx[n_p] = static_cast<int32_t>(v[b * S + s]);
-            xc[n_p] = static_cast<int32_t>(l);
-            slot[n_p++] = static_cast<int32_t>(s);
-          }
-          acc[b] = run_chain(M, st[0], st[1], idx.data(), xc.data(), xp.data(), n_p, b, n_steps, seed, offset);
+          const int64_t n_p = compact_ell_row(v, x, b, S, idx.data(), xc.data(), slot.data());
+          acc[b] = run_chain(M, sc.S[0], sc.S[1], idx.data(), xc.data(), xp.data(), n_p, b, n_steps, seed, offset);
           for (int64_t p = 0; p < n_p; ++p) x[b * S + slot[p]] = static_cast<label_t>(xc[p]);
         }
       });

@@ -38,5 +38,31 @@ inline int64_t read_ell_row(const char* name, const int64_t* voter, const label_
   return n;
 }
 
+// Every row's slots checked (read_ell_row), in parallel: what the chain ops do before any chain moves.
+template <typename label_t>
+inline void check_ell_rows(const char* name, const int64_t* voter, const label_t* labels, int64_t B, int64_t S,
+                           int64_t D, int64_t K) {
+  at::parallel_for(0, B, 256, [&](int64_t b0, int64_t b1) {
+    std::vector<int32_t> idx(S), x(S);
+    for (int64_t b = b0; b < b1; ++b) read_ell_row(name, voter, labels, b, S, D, K, idx.data(), x.data());
+  });
+}
+
+// Row b's present slots of checked rows (check_ell_rows): voters idx, labels x and slot numbers slot, in
+// slot order; returns their count. A chain op moves x and writes it back through slot.
+template <typename label_t>
+inline int64_t compact_ell_row(const int64_t* voter, const label_t* labels, int64_t b, int64_t S, int32_t* idx,
+                               int32_t* x, int32_t* slot) {
+  int64_t n = 0;
+  for (int64_t s = 0; s < S; ++s) {
+    const int64_t l = static_cast<int64_t>(labels[b * S + s]);
+    if (l < 0) continue;
+    idx[n] = static_cast<int32_t>(voter[b * S + s]);
+    x[n] = static_cast<int32_t>(l);
+    slot[n++] = static_cast<int32_t>(s);
+  }
+  return n;
+}
+
 }  // namespace cpu
 }  // namespace deem

@@ -9,6 +9,7 @@
 // i % lanes). With a row's voters ascending the inverse CDF walks gwg.cpp's (i, l) order over the
 // same numbers, so the chains and acceptance counts are the dense op's on the densified rows.
 #include "cpu/ell.h"
+#include "cpu/gwg_select.h"
 #include "cpu/simd.h"
 
 namespace deem {
@@ -107,30 +108,10 @@ int32_t run_chain(const Model<T>& M, State<T> cur, State<T> prop, T* P, const in
                                   static_cast<uint64_t>(offset) + static_cast<uint64_t>(st));
     const double u1 = philox_uniform(r.v[0]);
     const double u2 = philox_uniform(r.v[1]);
-    // Inverse CDF in (slot, l) order, with gwg.cpp's rounding fallbacks.
-    const double thr = u1 * cur.tot;
-    double run = 0.0;
-    int64_t p = -1, l = -1;
-    for (int64_t k = 0; k < n; ++k) {
-      const double nxt = run + cur.s[k];
-      if (thr < nxt) {
-        p = k;
-        break;
-      }
-      run = nxt;
-    }
-    if (p >= 0) {
-      for (int64_t k = 0; k < K; ++k) {
-        run += static_cast<double>(cur.e[p * K + k]);
-        if (thr < run) {
-          l = k;
-          break;
-        }
-      }
-    } else {
-      p = n - 1;
-    }
-    if (l < 0) l = (x[p] == K - 1) ? K - 2 : K - 1;
+    // Inverse CDF in (slot, l) order: gwg.cpp's draw over the present coordinates (gwg_select.h).
+    int64_t p, l;
+    gwg_select(u1 * cur.tot, cur.s, n, K, n - 1, [&](int64_t r, int64_t k) { return cur.e[r * K + k]; },
+               [&](int64_t r) { return x[r]; }, p, l);
     const int32_t xp = x[p];
     const int64_t i = idx[p];
     const double lq_fwd = static_cast<double>((cur.g[p * K + l] - cur.g[p * K + xp]) * T(0.5)) - cur.lse;
@@ -168,11 +149,7 @@ at::Tensor ell_gwg_steps(const at::Tensor& voter_, at::Tensor& chains, const at:
     DEEM_DISPATCH_LABELS(work.scalar_type(), name, [&] {
       label_t* x = work.data_ptr<label_t>();
       const int64_t* v = voter.data_ptr<int64_t>();
-      // Every chain's slots checked before any chain moves.
-      at::parallel_for(0, B, 256, [&](int64_t b0, int64_t b1) {
-        std::vector<int32_t> idx(S), xs(S);
-        for (int64_t b = b0; b < b1; ++b) read_ell_row(name, v, x, b, S, d.D, K, idx.data(), xs.data());
-      });
+      check_ell_rows(name, v, x, B, S, d.D, K);  // every chain's slots, before any chain moves
       const std::vector<T> Wt = w_il_jm(W.data_ptr<T>(), d);
       const Model<T> M{K, d.H, HK, Wt.data(), b_v.data_ptr<T>(), b_h.data_ptr<T>()};
       int32_t* acc = accepted.data_ptr<int32_t>();
@@ -185,14 +162,7 @@ at::Tensor ell_gwg_steps(const at::Tensor& voter_, at::Tensor& chains, const at:
         T* P = tbuf.data() + 2 * HK;
         std::vector<int32_t> idx(S), xs(S), slot(S);
         for (int64_t b = b0; b < b1; ++b) {
-          int64_t n = 0;
-          for (int64_t s = 0; s < S; ++s) {  // checked above
-            const int64_t l = static_cast<int64_t>(x[b * S + s]);
-            if (l < 0) continue;
-            idx[n] = static_cast<int32_t>(v[b * S + s]);
-            xs[n] = static_cast<int32_t>(l);
-            slot[n++] = static_cast<int32_t>(s);
-          }
+          const int64_t n = compact_ell_row(v, x, b, S, idx.data(), xs.data(), slot.data());
           acc[b] = run_chain(M, cur, prop, P, idx.data(), xs.data(), n, b, n_steps, seed, offset);
           for (int64_t p = 0; p < n; ++p) x[b * S + slot[p]] = static_cast<label_t>(xs[p]);
         }

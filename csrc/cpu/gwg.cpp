@@ -12,6 +12,7 @@
 // rows, then within the chosen row): the same selection as the spec's flat
 // running sum up to the last bits of rounding.
 #include "cpu/chain_op.h"
+#include "cpu/gwg_select.h"
 #include "cpu/simd.h"
 
 namespace deem {
@@ -131,32 +132,10 @@ static inline __attribute__((always_inline)) int32_t run_chain_impl(const Model<
                                   static_cast<uint64_t>(offset) + static_cast<uint64_t>(st));
     const double u1 = philox_uniform(r.v[0]);
     const double u2 = philox_uniform(r.v[1]);
-    // Inverse CDF in (i, l) order: first row whose running sum passes u1 * tot,
-    // then the first l in it; rounding fallbacks: last eligible l of that row,
-    // or the last eligible entry overall.
-    const double thr = u1 * cur.tot;
-    double run = 0.0;
-    int64_t i = -1, l = -1;
-    for (int64_t k = 0; k < D; ++k) {
-      const double nxt = run + B.s[k];
-      if (thr < nxt) {
-        i = k;
-        break;
-      }
-      run = nxt;
-    }
-    if (i >= 0) {
-      for (int64_t k = 0; k < K; ++k) {
-        run += static_cast<double>(B.e[k * Dp + i]);
-        if (thr < run) {
-          l = k;
-          break;
-        }
-      }
-    } else {
-      i = last;
-    }
-    if (l < 0) l = (x[i] == K - 1) ? K - 2 : K - 1;
+    // Inverse CDF in (i, l) order (gwg_select.h); missing voters' rows sum to 0 and are never picked.
+    int64_t i, l;
+    gwg_select(u1 * cur.tot, B.s, D, K, last, [&](int64_t r, int64_t k) { return B.e[k * Dp + r]; },
+               [&](int64_t r) { return x[r]; }, i, l);
     const int32_t xi = x[i];
     const double lq_fwd = static_cast<double>((B.g[l * Dp + i] - B.g[xi * Dp + i]) * T(0.5)) - cur.lse;
     const T* wo = M.Wt + (i * K + xi) * HK;
