@@ -1,6 +1,7 @@
 """``solver='gwg'`` / ``'dlp'``: persistent contrastive divergence with a GWG or DLP sampler."""
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Callable, List, Optional
@@ -76,6 +77,11 @@ def train_pcd(
     units), pin the gauge, and take an SGD step. Everything stays on the
     data's device; the only host sync is the loss once per epoch.
 
+    Labels stored sparse (:class:`deem.sparse.SparseLabels`) are read a batch at a time as padded rows
+    (``SparseLabels.padded``, a gather on the device): the chains are padded rows too and the sampler
+    and gradient ops are the ``ell_*`` ones, which move and read the present slots only; the fit is the
+    dense layout's, parameter for parameter.
+
     With a ``preprocessor`` the RBM sees the batch through the Multinomial
     layers (soft virtual classifiers); the layers take an SGD step on the
     gradient of the batch's mean free energy, which flows from the fused
@@ -139,11 +145,7 @@ def train_pcd(
             else:
                 sampler.restart_from(batch)
             chains = sampler.step(rbm, n_steps)
-            if sparse:
-                def cd_grad(pos, neg, *params, **kw):
-                    return ops.ell_cd_grad(batch.voter, pos, sampler.voter, neg, *params, **kw)
-            else:
-                cd_grad = ops.cd_grad_soft if batch.soft else ops.cd_grad
+            cd_grad = _cd_grad_for(batch, sampler)
             with torch.no_grad():
                 dW, db_v, db_h, loss = cd_grad(
                     batch.values, chains, rbm.W, rbm.b_v, rbm.b_h,
@@ -181,6 +183,18 @@ def train_pcd(
     if preprocessor is not None:
         preprocessor.eval()
     return history
+
+
+def _cd_grad_for(batch, sampler: PersistentChains) -> Callable:
+    """``cd_grad(pos, neg, W, b_v, b_h, ...)`` for this batch: the padded-row op (the batch's and the chains'
+    voters bound), the soft op, or the hard one."""
+    if sampler.voter is not None:
+        return functools.partial(_ell_cd_grad, batch.voter, sampler.voter)
+    return ops.cd_grad_soft if batch.soft else ops.cd_grad
+
+
+def _ell_cd_grad(pos_voter, neg_voter, pos, neg, *params, **kwargs):
+    return ops.ell_cd_grad(pos_voter, pos, neg_voter, neg, *params, **kwargs)
 
 
 # Added times the rank to a distributed fit's seeds (an odd 62-bit constant: distinct, well-spread streams).
