@@ -2,8 +2,9 @@
 
 The fits call BLAS only through scipy on a handful of numbers (the two-parameter prior solves of
 ``solver='bayes'``); OpenBLAS then keeps its threads spinning for a while after each call, on the very
-cores the compiled kernels' threads need: on a 2-core machine every E-step pass after a prior solve ran
-at one thread's speed (5 M labels: 90 ms a pass instead of 45). ``threadpoolctl`` (a scikit-learn
+cores the compiled kernels' threads need: in a 5 M-label fit on a 2-core machine two thirds of the E-step
+passes took 75-117 ms, one thread's speed, against 42-45 ms for the same pass alone, and 47-60 ms for every
+pass with the BLAS pool held to one thread (benchmarks/RESULTS.md, session 10). ``threadpoolctl`` (a scikit-learn
 dependency) caps the BLAS pools for the duration of the fit and restores them after.
 """
 from __future__ import annotations

@@ -178,7 +178,7 @@ class DEEM(BaseEstimator):
             monitor=self._monitor(data, gold, comm, solvers.get_solver(solver).one_unit) if gold else None)
         impl = solvers.get_solver(solver)
         impl.check(data, settings)
-        with single_threaded_blas():  # see deem/_threads.py: spinning BLAS threads halved the kernels' speed
+        with single_threaded_blas():  # see deem/_threads.py: spinning BLAS threads slowed the kernels' passes
             result = impl.fit(data, all_rows, settings)
         for name, value in result.attributes.items():
             setattr(self, name, value)

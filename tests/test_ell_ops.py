@@ -114,16 +114,23 @@ def test_kernels_match_their_twins(op):
 
 
 @needs_ext
-def test_a_chain_costs_its_present_slots_not_the_voters():
-    """Two million voters, four labels a chain: the dense op would scan 2M x K cells per step."""
-    K, D, H = 3, 2_000_000, 1
+def test_a_chain_reads_only_its_present_voters_parameters():
+    """300 k voters, four labels a chain: the GWG chains are those of the same model cut down to the
+    voters the chains hold (renumbered in order) -- no other voter's parameters enter a step."""
+    K, D, H = 3, 300_000, 2
     g = torch.Generator().manual_seed(0)
-    W = torch.randn(K, K, D, H, generator=g) * 0.1
-    b_v, b_h = torch.zeros(D, K), torch.zeros(H, K)
+    W = torch.randn(K, K, D, H, generator=g, dtype=torch.float64)
+    b_v, b_h = torch.randn(D, K, generator=g, dtype=torch.float64), torch.randn(H, K, generator=g, dtype=torch.float64)
     voter = torch.randint(0, D, (64, 4), generator=g).sort(dim=1).values
+    voter[:, 1] = voter[:, 0] + 1  # distinct voters in a row
+    voter = voter.sort(dim=1).values
     chains = torch.randint(0, K, (64, 4), generator=g).to(torch.int8)
+    used, local = torch.unique(voter, sorted=True, return_inverse=True)
+    small = chains.clone()
     acc = ops.ell_gwg_steps(voter, chains, W, b_v, b_h, 200, 1, 0)
+    acc_small = ops.ell_gwg_steps(local, small, W[:, :, used].contiguous(), b_v[used].contiguous(), b_h, 200, 1, 0)
     assert int(acc.sum()) > 0
+    assert torch.equal(acc, acc_small) and torch.equal(chains, small)
 
 
 # ----------------------------------------------------------------------------- opcheck, edges, bad input

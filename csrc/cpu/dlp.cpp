@@ -215,42 +215,27 @@ at::Tensor dlp_steps(at::Tensor& chains, const at::Tensor& W, const at::Tensor& 
 // chain's present coordinates, compact: here they are the row's present slots, so a chain costs
 // O(slots) a step whatever D is, and with a row's voters ascending (the dense op's coordinate order)
 // the chains and counts are dlp_steps' on the densified rows, bit for bit.
-at::Tensor ell_dlp_steps(const at::Tensor& voter_, at::Tensor& chains, const at::Tensor& W_, const at::Tensor& b_v_,
-                         const at::Tensor& b_h_, double step_size, int64_t n_steps, int64_t seed, int64_t offset) {
+at::Tensor ell_dlp_steps(const at::Tensor& voter, at::Tensor& chains, const at::Tensor& W, const at::Tensor& b_v,
+                         const at::Tensor& b_h, double step_size, int64_t n_steps, int64_t seed, int64_t offset) {
   const char* name = "deem::ell_dlp_steps";
   TORCH_CHECK(std::isfinite(step_size) && step_size > 0, name, ": step_size must be a positive finite number, got ",
               step_size);
-  const Dims d = check_params(name, W_, &b_v_, b_h_);
-  check_ell(name, "chains", voter_, chains);
-  TORCH_CHECK(n_steps >= 0, name, ": n_steps must be >= 0, got ", n_steps);
-  TORCH_CHECK(d.D < (int64_t(1) << 30) && d.K < (int64_t(1) << 30), name, ": D or K too large");
-  const int64_t B = chains.size(0), S = chains.size(1), K = d.K, HK = d.HK();
-  at::Tensor accepted = at::zeros({B}, chains.options().dtype(at::kInt));
-  if (B == 0) return accepted;
-  at::Tensor work = chains.is_contiguous() ? chains : chains.contiguous();
-  const at::Tensor voter = voter_.contiguous(), W = W_.contiguous(), b_v = b_v_.contiguous(), b_h = b_h_.contiguous();
-  AT_DISPATCH_FLOATING_TYPES(W.scalar_type(), "deem", [&] {
-    using T = scalar_t;
-    DEEM_DISPATCH_LABELS(work.scalar_type(), name, [&] {
-      label_t* x = work.data_ptr<label_t>();
-      const int64_t* v = voter.data_ptr<int64_t>();
-      check_ell_rows(name, v, x, B, S, d.D, K);  // every chain checked before any moves
-      const std::vector<T> Wt = w_il_jm(W.data_ptr<T>(), d);
-      const Model<T> M{K, d.D, d.H, HK, Wt.data(), b_v.data_ptr<T>(), b_h.data_ptr<T>(), 1.0 / step_size};
-      int32_t* acc = accepted.data_ptr<int32_t>();
-      at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
-        Scratch<T> sc(S, K, HK);
-        std::vector<int32_t> idx(S), xc(S), xp(S), slot(S);
-        for (int64_t b = b0; b < b1; ++b) {
-          const int64_t n_p = compact_ell_row(v, x, b, S, idx.data(), xc.data(), slot.data());
-          acc[b] = run_chain(M, sc.S[0], sc.S[1], idx.data(), xc.data(), xp.data(), n_p, b, n_steps, seed, offset);
-          for (int64_t p = 0; p < n_p; ++p) x[b * S + slot[p]] = static_cast<label_t>(xc[p]);
-        }
-      });
+  return run_ell_chain_op(name, voter, chains, W, b_v, b_h, n_steps,
+                          [&]<typename T, typename label_t>(const Dims& d, const T* Wt, const T* bv, const T* bh,
+                                                            const int64_t* v, label_t* x, int64_t B, int64_t S,
+                                                            int32_t* acc) {
+    const int64_t K = d.K, HK = d.HK();
+    const Model<T> M{K, d.D, d.H, HK, Wt, bv, bh, 1.0 / step_size};
+    at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+      Scratch<T> sc(S, K, HK);
+      std::vector<int32_t> idx(S), xc(S), xp(S), slot(S);
+      for (int64_t b = b0; b < b1; ++b) {
+        const int64_t n_p = compact_ell_row(v, x, b, S, idx.data(), xc.data(), slot.data());
+        acc[b] = run_chain(M, sc.S[0], sc.S[1], idx.data(), xc.data(), xp.data(), n_p, b, n_steps, seed, offset);
+        for (int64_t p = 0; p < n_p; ++p) x[b * S + slot[p]] = static_cast<label_t>(xc[p]);
+      }
     });
   });
-  if (!work.is_same(chains)) chains.copy_(work);
-  return accepted;
 }
 
 }  // namespace

@@ -64,5 +64,36 @@ inline int64_t compact_ell_row(const int64_t* voter, const label_t* labels, int6
   return n;
 }
 
+// The shell of the padded-row sampler ops (ell_gwg_steps, ell_dlp_steps), as chain_op.h is the dense
+// ones': argument checks, the (B,) accepted counts, a contiguous working copy of the chains written back
+// after, every chain's slots checked before any chain moves, W in the (D, K, H, K) layout, and the float /
+// label-dtype dispatch around the sampler:
+//   run.template operator()<T, label_t>(d, Wt, b_v, b_h, voter, chains, B, S, accepted)
+template <typename Run>
+at::Tensor run_ell_chain_op(const char* name, const at::Tensor& voter_, at::Tensor& chains, const at::Tensor& W_,
+                            const at::Tensor& b_v_, const at::Tensor& b_h_, int64_t n_steps, const Run& run) {
+  const Dims d = check_params(name, W_, &b_v_, b_h_);
+  check_ell(name, "chains", voter_, chains);
+  TORCH_CHECK(n_steps >= 0, name, ": n_steps must be >= 0, got ", n_steps);
+  TORCH_CHECK(d.D < (int64_t(1) << 30) && d.K < (int64_t(1) << 30), name, ": D or K too large");
+  const int64_t B = chains.size(0), S = chains.size(1);
+  at::Tensor accepted = at::zeros({B}, chains.options().dtype(at::kInt));
+  if (B == 0) return accepted;
+  at::Tensor work = chains.is_contiguous() ? chains : chains.contiguous();
+  const at::Tensor voter = voter_.contiguous(), W = W_.contiguous(), b_v = b_v_.contiguous(), b_h = b_h_.contiguous();
+  AT_DISPATCH_FLOATING_TYPES(W.scalar_type(), "deem", [&] {
+    DEEM_DISPATCH_LABELS(work.scalar_type(), name, [&] {
+      label_t* x = work.data_ptr<label_t>();
+      const int64_t* v = voter.data_ptr<int64_t>();
+      check_ell_rows(name, v, x, B, S, d.D, d.K);
+      const std::vector<scalar_t> Wt = w_il_jm(W.data_ptr<scalar_t>(), d);
+      run.template operator()<scalar_t, label_t>(d, Wt.data(), b_v.data_ptr<scalar_t>(), b_h.data_ptr<scalar_t>(), v,
+                                                 x, B, S, accepted.data_ptr<int32_t>());
+    });
+  });
+  if (!work.is_same(chains)) chains.copy_(work);
+  return accepted;
+}
+
 }  // namespace cpu
 }  // namespace deem

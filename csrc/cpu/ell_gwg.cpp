@@ -132,45 +132,29 @@ int32_t run_chain(const Model<T>& M, State<T> cur, State<T> prop, T* P, const in
   return n_acc;
 }
 
-at::Tensor ell_gwg_steps(const at::Tensor& voter_, at::Tensor& chains, const at::Tensor& W_, const at::Tensor& b_v_,
-                         const at::Tensor& b_h_, int64_t n_steps, int64_t seed, int64_t offset) {
-  const char* name = "deem::ell_gwg_steps";
-  const Dims d = check_params(name, W_, &b_v_, b_h_);
-  check_ell(name, "chains", voter_, chains);
-  TORCH_CHECK(n_steps >= 0, name, ": n_steps must be >= 0, got ", n_steps);
-  TORCH_CHECK(d.D < (int64_t(1) << 31), name, ": D too large");
-  const int64_t B = chains.size(0), S = chains.size(1), K = d.K, HK = d.HK();
-  at::Tensor accepted = at::zeros({B}, chains.options().dtype(at::kInt));
-  if (B == 0) return accepted;
-  at::Tensor work = chains.is_contiguous() ? chains : chains.contiguous();
-  const at::Tensor voter = voter_.contiguous(), W = W_.contiguous(), b_v = b_v_.contiguous(), b_h = b_h_.contiguous();
-  AT_DISPATCH_FLOATING_TYPES(W.scalar_type(), "deem", [&] {
-    using T = scalar_t;
-    DEEM_DISPATCH_LABELS(work.scalar_type(), name, [&] {
-      label_t* x = work.data_ptr<label_t>();
-      const int64_t* v = voter.data_ptr<int64_t>();
-      check_ell_rows(name, v, x, B, S, d.D, K);  // every chain's slots, before any chain moves
-      const std::vector<T> Wt = w_il_jm(W.data_ptr<T>(), d);
-      const Model<T> M{K, d.H, HK, Wt.data(), b_v.data_ptr<T>(), b_h.data_ptr<T>()};
-      int32_t* acc = accepted.data_ptr<int32_t>();
-      at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
-        std::vector<T> tbuf(3 * HK + 4 * S * K);
-        std::vector<double> dbuf(2 * S);
-        State<T> cur{tbuf.data(), tbuf.data() + 3 * HK, tbuf.data() + 3 * HK + S * K, dbuf.data(), 0, 0, 0};
-        State<T> prop{tbuf.data() + HK, tbuf.data() + 3 * HK + 2 * S * K, tbuf.data() + 3 * HK + 3 * S * K,
-                      dbuf.data() + S, 0, 0, 0};
-        T* P = tbuf.data() + 2 * HK;
-        std::vector<int32_t> idx(S), xs(S), slot(S);
-        for (int64_t b = b0; b < b1; ++b) {
-          const int64_t n = compact_ell_row(v, x, b, S, idx.data(), xs.data(), slot.data());
-          acc[b] = run_chain(M, cur, prop, P, idx.data(), xs.data(), n, b, n_steps, seed, offset);
-          for (int64_t p = 0; p < n; ++p) x[b * S + slot[p]] = static_cast<label_t>(xs[p]);
-        }
-      });
+at::Tensor ell_gwg_steps(const at::Tensor& voter, at::Tensor& chains, const at::Tensor& W, const at::Tensor& b_v,
+                         const at::Tensor& b_h, int64_t n_steps, int64_t seed, int64_t offset) {
+  return run_ell_chain_op("deem::ell_gwg_steps", voter, chains, W, b_v, b_h, n_steps,
+                          [&]<typename T, typename label_t>(const Dims& d, const T* Wt, const T* bv, const T* bh,
+                                                            const int64_t* v, label_t* x, int64_t B, int64_t S,
+                                                            int32_t* acc) {
+    const int64_t K = d.K, HK = d.HK();
+    const Model<T> M{K, d.H, HK, Wt, bv, bh};
+    at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+      std::vector<T> tbuf(3 * HK + 4 * S * K);
+      std::vector<double> dbuf(2 * S);
+      State<T> cur{tbuf.data(), tbuf.data() + 3 * HK, tbuf.data() + 3 * HK + S * K, dbuf.data(), 0, 0, 0};
+      State<T> prop{tbuf.data() + HK, tbuf.data() + 3 * HK + 2 * S * K, tbuf.data() + 3 * HK + 3 * S * K,
+                    dbuf.data() + S, 0, 0, 0};
+      T* P = tbuf.data() + 2 * HK;
+      std::vector<int32_t> idx(S), xs(S), slot(S);
+      for (int64_t b = b0; b < b1; ++b) {
+        const int64_t n = compact_ell_row(v, x, b, S, idx.data(), xs.data(), slot.data());
+        acc[b] = run_chain(M, cur, prop, P, idx.data(), xs.data(), n, b, n_steps, seed, offset);
+        for (int64_t p = 0; p < n; ++p) x[b * S + slot[p]] = static_cast<label_t>(xs[p]);
+      }
     });
   });
-  if (!work.is_same(chains)) chains.copy_(work);
-  return accepted;
 }
 
 }  // namespace
