@@ -13,7 +13,7 @@ mkdir -p "$OUT"
 python -c "import torch; assert torch.cuda.is_available(), 'no GPU'; print(torch.cuda.get_device_name())"
 DEEM_CUDA=1 MAX_JOBS="${MAX_JOBS:-16}" python -m pip install --no-build-isolation --no-deps -e . 2>&1 | tail -n 3
 python -m pytest -q -rs 2>&1 | tee "$OUT/pytest.log" | tail -n 15
-compute-sanitizer --tool memcheck --error-exitcode 1 python -m pytest -q -x tests/test_ops.py tests/test_hard_evidence.py tests/test_csr_evidence.py tests/test_ell_ops.py -k cuda \
+compute-sanitizer --tool memcheck --error-exitcode 1 python -m pytest -q -x tests/test_ops.py tests/test_hard_evidence.py tests/test_csr_evidence.py tests/test_ell_ops.py tests/test_vb_update.py -k cuda \
   2>&1 | tee "$OUT/memcheck.log" | tail -n 5
 python benchmarks/throughput.py --device cuda --skip-reference --json "$OUT/throughput-cuda.json" 2>&1 | tee "$OUT/throughput.log"
 python benchmarks/samplers.py --device cuda --chains 100000 --json "$OUT/samplers-cuda.json" 2>&1 | tee "$OUT/samplers.log"

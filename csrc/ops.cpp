@@ -52,6 +52,13 @@ TORCH_LIBRARY(deem, m) {
   // the by-item pass and does not read it). Same outputs as hard_evidence_pass; a call
   // costs O(labels * K + N * K + D * K * K).
   m.def("csr_evidence_pass(Tensor row_ptr, Tensor voter, Tensor label, Tensor col_ptr, Tensor col_row, Tensor col_label, Tensor logp, Tensor logpi, Tensor log_abstain, bool want_counts, bool want_posterior) -> (Tensor, Tensor, Tensor, Tensor)");
+  // The variational step of solver='bayes' between two passes (common/vb.h): from the expected counts
+  // (K, K, D), class mass (K) and log prior (2: diag, off; 4: and the rates' vote, abstain, informative,
+  // with modelled (D) 0/1 the voters whose abstentions are modelled, else (0)) to the expected logs the
+  // next pass reads (elog_p (K, K, D), elog_pi (K), elog_abstain (D, K) or (0, K)), the prior learned
+  // by empirical Bayes within [lo, hi] (its log; unchanged unless learn) and the bound's KL at it
+  // (0-d; NaN unless want_kl), all float64. O(D * K * K).
+  m.def("vb_update(Tensor counts, Tensor mass, Tensor log_prior, Tensor modelled, float class_prior, float lo, float hi, bool learn, bool want_kl) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
   // The two views of csr_evidence_pass from (item, voter, label) triples in any order (counting
   // sort, O(labels + N + D); CPU only: data preparation is host work). Returns (row_ptr, voter,
   // label, col_ptr, col_row, col_label, first duplicate) -- the last a 0-d int64, the input

@@ -12,6 +12,8 @@ slow-but-obvious baseline of the benchmarks, and as the oracle of the tests.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 __all__ = [
@@ -20,7 +22,7 @@ __all__ = [
     "energy", "free_energy", "free_energy_soft", "free_energy_backward", "free_energy_soft_backward",
     "cd_grad", "cd_grad_soft", "gwg_steps", "dlp_steps", "log_partition", "soft_evidence_pass",
     "hard_evidence_pass", "csr_evidence_pass", "csr_build", "ell_hidden_probs", "ell_free_energy", "ell_cd_grad",
-    "ell_gwg_steps", "ell_dlp_steps",
+    "ell_gwg_steps", "ell_dlp_steps", "vb_update", "newton_box",
 ]
 
 _M32 = 0xFFFFFFFF
@@ -675,3 +677,134 @@ def ell_dlp_steps(voter, chains, W, b_v, b_h, step_size=1.0, n_steps=1, seed=0, 
     """dlp_steps on padded rows, in place: a chain moves its present slots only."""
     return _ell_chain_steps("ell_dlp_steps", lambda x: dlp_steps(x, W, b_v, b_h, step_size, n_steps, seed, offset),
                             voter, chains, W, b_v, b_h)
+
+
+# ----------------------------------------------------------------------------- variational step
+
+def _special(values):
+    """``(digamma, lgamma, trigamma)`` of a few floats, as float lists."""
+    t = torch.tensor(values, dtype=torch.float64)
+    return (torch.special.digamma(t).tolist(), torch.lgamma(t).tolist(), torch.special.polygamma(1, t).tolist())
+
+
+def _confusion_prior(n, k, trace, total):
+    """The confusion prior's part of the bound (csrc/common/vb_math.h, ConfusionPrior): x = (diag, off) ->
+    (value, gradient, Hessian (d00, d01, d11))."""
+    def f(x):
+        d, o = x
+        (ps, pa, po), (ls, la, lo_), (ts, ta, to) = _special([k * o + d, o + d, o])
+        to = to if k > 1 else 0.0
+        nk = n * k
+        return (nk * (ls - la - (k - 1) * lo_) + d * trace + (o - 1) * total,
+                (nk * (ps - pa) + trace, nk * (k * ps - pa - (k - 1) * po) + total),
+                (nk * (ts - ta), nk * (k * ts - ta), nk * (k * k * ts - ta - (k - 1) * to)))
+    return f
+
+
+def _rate_prior(n, e0, e1):
+    """The Beta prior of the rates of voting (vb_math.h, RatePrior): x = (vote, abstain)."""
+    def f(x):
+        a, b = x
+        (ps, pa, pb), (ls, la, lb), (ts, ta, tb) = _special([a + b, a, b])
+        return (n * (ls - la - lb) + (a - 1) * e0 + (b - 1) * e1, (n * (ps - pa) + e0, n * (ps - pb) + e1),
+                (n * (ts - ta), n * ts, n * (ts - tb)))
+    return f
+
+
+def newton_box(f, x, lo, hi, max_steps=100):
+    """Maximize the concave ``f`` (``x -> (value, gradient, Hessian)``) of two numbers over ``[lo, hi]^2``
+    from ``x``: projected Newton, as ``vb::newton_box`` in csrc/common/vb_math.h."""
+    x = [min(max(float(v), lo), hi) for v in x]
+    v, g, h = f(x)
+    near = 0
+    for _ in range(max_steps):
+        held = [(x[i] <= lo and g[i] < 0) or (x[i] >= hi and g[i] > 0) for i in range(2)]
+        det = h[0] * h[2] - h[1] * h[1]
+        if not any(held) and h[0] < 0 and det > 0:
+            step = [-(h[2] * g[0] - h[1] * g[1]) / det, -(h[0] * g[1] - h[1] * g[0]) / det]
+        else:
+            step = [-g[i] / h[2 * i] if not held[i] and h[2 * i] < 0 else 0.0 for i in range(2)]
+        gain = g[0] * step[0] + g[1] * step[1]
+        if not gain > 0:
+            return x
+        if near or not gain > 1e-10 * (1.0 + abs(v)):  # Newton's quadratic region: whole steps to rounding
+            y = [min(max(x[i] + step[i], lo), hi) for i in range(2)]
+            still = all(abs(y[i] - x[i]) <= 1e-14 * abs(x[i]) for i in range(2))
+            x, near = y, near + 1
+            if still or near >= 8:
+                return x
+            v, g, h = f(x)
+            continue
+        t = 1.0
+        for _ in range(60):
+            y = [min(max(x[i] + t * step[i], lo), hi) for i in range(2)]
+            vy, gy, hy = f(y)
+            if vy >= v:
+                x, v, g, h = y, vy, gy, hy
+                break
+            t *= 0.5
+        else:
+            return x
+    return x
+
+
+def vb_update(counts, mass, log_prior, modelled, class_prior, lo, hi, learn, want_kl):
+    """The variational step of solver='bayes' between two passes (the op's schema in csrc/ops.cpp; the math in
+    csrc/common/vb.h): ``(elog_p (K, K, D), elog_pi (K), elog_abstain (D, K) or (0, K), log prior, kl)``."""
+    name = "vb_update"
+    if counts.dim() != 3 or counts.shape[0] != counts.shape[1] or counts.shape[0] < 1:
+        raise RuntimeError(f"{name}: counts must have shape (K, K, D), got {tuple(counts.shape)}")
+    k, d = counts.shape[0], counts.shape[2]
+    informative = log_prior.dim() == 1 and log_prior.shape[0] == 4
+    if mass.shape != (k,) or log_prior.dim() != 1 or log_prior.shape[0] not in (2, 4) or (
+            modelled.shape != ((d,) if informative else (0,))):
+        raise RuntimeError(f"{name}: mass must have shape ({k},), log_prior (2) or (4) and modelled (D) with four")
+    if any(t.dtype != torch.float64 for t in (counts, mass, log_prior, modelled)):
+        raise RuntimeError(f"{name}: counts, mass, log_prior and modelled must be float64")
+    if not (class_prior > 0 and 0 < lo <= hi):
+        raise RuntimeError(f"{name}: class_prior must be positive and the bounds 0 < lo <= hi")
+    if informative and bool(((modelled != 0) & (modelled != 1)).any()):
+        raise RuntimeError(f"{name}: modelled must hold 0 or 1")
+    x = [float(v) for v in log_prior.exp()]
+    eye = torch.eye(k, dtype=counts.dtype, device=counts.device)
+    post = counts + (x[1] + x[0] * eye).unsqueeze(-1)
+    total = post.sum(dim=0, keepdim=True)
+    elog = torch.special.digamma(post) - torch.special.digamma(total)
+    E = elog.sum(dim=2)
+    trace, esum = float(E.trace()), float(E.sum())
+    elog_p, elog_abstain = elog, counts.new_empty((0, k))
+    post_pi = mass + class_prior
+    elog_pi = torch.special.digamma(post_pi) - torch.special.digamma(post_pi.sum())
+    conf = _confusion_prior(d, k, trace, esum)
+    if informative:
+        w = modelled
+        present = counts.sum(dim=0)  # (K_m, D)
+        vote, abstain = present + x[2], (mass.unsqueeze(1) - present).clamp(min=0.0) + x[3]
+        r0 = torch.special.digamma(vote) - torch.special.digamma(vote + abstain)
+        r1 = torch.special.digamma(abstain) - torch.special.digamma(vote + abstain)
+        elog_p = elog + (r0 * w).unsqueeze(0)
+        elog_abstain = (r1 * w).t().contiguous()
+        e0, e1, n_keep = float((r0 * w).sum()), float((r1 * w).sum()), float((w > 0).sum())
+        rate = _rate_prior(n_keep * k, e0, e1)
+    new = list(x)
+    if learn:
+        new[:2] = newton_box(conf, x[:2], lo, hi)
+        if informative and n_keep > 0:
+            new[2:] = newton_box(rate, x[2:], lo, hi)
+    log_out = torch.tensor([lp if a == b else math.log(b) for lp, a, b in zip(log_prior.tolist(), x, new)],
+                           dtype=torch.float64, device=counts.device)
+    kl = float("nan")
+    if want_kl:
+        lg = torch.lgamma
+        kl = float((lg(total).sum() - lg(post).sum() + (post * elog).sum())
+                   - (new[1] * esum + new[0] * trace))
+        kl += d * k * ((k - 1) * math.lgamma(new[1]) + math.lgamma(new[1] + new[0]) - math.lgamma(k * new[1] + new[0]))
+        kl += float(lg(post_pi.sum()) - lg(post_pi).sum() + ((post_pi - class_prior) * elog_pi).sum())
+        kl += k * math.lgamma(class_prior) - math.lgamma(k * class_prior)
+        if informative and n_keep > 0:
+            keep = w > 0
+            v, a = vote[:, keep], abstain[:, keep]
+            kl += float((lg(v + a) - lg(v) - lg(a) + v * r0[:, keep] + a * r1[:, keep]).sum())
+            kl += -(new[2] * e0 + new[3] * e1) + n_keep * k * (
+                math.lgamma(new[2]) + math.lgamma(new[3]) - math.lgamma(new[2] + new[3]))
+    return elog_p, elog_pi, elog_abstain, log_out, torch.tensor(kl, dtype=torch.float64, device=counts.device)

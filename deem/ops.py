@@ -26,7 +26,7 @@ __all__ = [
     "energy", "free_energy", "free_energy_soft", "free_energy_backward", "free_energy_soft_backward",
     "cd_grad", "cd_grad_soft", "gwg_steps", "dlp_steps", "log_partition", "soft_evidence_pass",
     "hard_evidence_pass", "csr_evidence_pass", "csr_build", "ell_hidden_probs", "ell_free_energy", "ell_cd_grad",
-    "ell_gwg_steps", "ell_dlp_steps",
+    "ell_gwg_steps", "ell_dlp_steps", "vb_update",
 ]
 
 try:
@@ -229,6 +229,23 @@ def csr_evidence_pass(row_ptr, voter, label, col_ptr, col_row, col_label, logp, 
     return reference.csr_evidence_pass(*args)
 
 
+def vb_update(counts, mass, log_prior, modelled=None, class_prior=1.0, lo=1e-3, hi=1e3, learn=True, want_kl=True):
+    """The variational step of ``solver='bayes'`` between two passes (csrc/common/vb.h has the math):
+    ``(elog_p (K, K, D), elog_pi (K,), elog_abstain (D, K) or (0, K), log prior, kl)``.
+
+    ``counts`` (K, K, D) and ``mass`` (K,): the last pass's expected counts and class mass; ``log_prior``: the
+    log of (diag, off) or, informative, (diag, off, vote, abstain), with ``modelled`` (D,) 0/1 the voters
+    whose rate of voting is modelled. ``learn``: the prior is set by empirical Bayes within ``[lo, hi]``;
+    ``want_kl``: the bound's KL at the new prior (else NaN).
+    """
+    if modelled is None:
+        modelled = counts.new_empty((0,))
+    args = (counts, mass, log_prior, modelled, float(class_prior), float(lo), float(hi), bool(learn), bool(want_kl))
+    if _ext("vb_update", counts):
+        return torch.ops.deem.vb_update(*args)
+    return reference.vb_update(*args)
+
+
 def csr_build(item, voter, label, n_items, n_voters, n_classes):
     """The two views of ``csr_evidence_pass`` from ``(item, voter, label)`` triples in any order.
 
@@ -367,6 +384,13 @@ def _register() -> None:
         f64 = torch.float64
         return (logp.new_empty((k if want_counts else 0, k, d), dtype=f64), logp.new_empty((k,), dtype=f64),
                 logp.new_empty((), dtype=f64), logp.new_empty((n if want_posterior else 0, k), dtype=f64))
+
+    @torch.library.register_fake(lib + "vb_update")
+    def _(counts, mass, log_prior, modelled, class_prior, lo, hi, learn, want_kl):
+        k, d = counts.shape[0], counts.shape[2]
+        informative = log_prior.shape[0] == 4
+        return (counts.new_empty((k, k, d)), counts.new_empty((k,)), counts.new_empty((d if informative else 0, k)),
+                log_prior.new_empty(log_prior.shape), counts.new_empty(()))
 
     @torch.library.register_fake(lib + "csr_build")
     def _(item, voter, label, n_items, n_voters, n_classes):
