@@ -29,9 +29,9 @@ import math
 
 import numpy as np
 import torch
-from scipy.optimize import minimize
-from scipy.special import digamma, gammaln
 
+from .. import ops
+from .._reference import _confusion_prior, _rate_prior, newton_box
 from .._validation import LabelData, evidence_pass
 from ..alignment import confusion_counts
 from ..rbm import RBM
@@ -54,20 +54,6 @@ def _expected_log(alpha: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.special.digamma(alpha) - torch.special.digamma(alpha.sum(dim=dim, keepdim=True))
 
 
-def _kl_dirichlet(post: torch.Tensor, prior: torch.Tensor, dim: int, elog=None) -> torch.Tensor:
-    """Sum of KL(Dir(post) || Dir(prior)) over every distribution along ``dim``.
-
-    ``prior`` may be shared: broadcast along the other dimensions (e.g. ``(K, K, 1)`` for ``(K, K, D)``
-    posteriors), its own terms are then computed once and counted for every distribution it stands for.
-    ``elog``: ``E[log p]`` under ``post`` when the caller has it already.
-    """
-    elog = _expected_log(post, dim) if elog is None else elog
-    copies = post.numel() // prior.numel()
-    prior_terms = (torch.lgamma(prior).sum(dim=dim) - torch.lgamma(prior.sum(dim=dim))).sum() * copies
-    return (torch.lgamma(post.sum(dim=dim)) - torch.lgamma(post).sum(dim=dim)
-            + ((post - prior) * elog).sum(dim=dim)).sum() + prior_terms
-
-
 def _prior_matrix(params, k: int, like: torch.Tensor) -> torch.Tensor:
     """``(K_l, K_m)`` Dirichlet parameters of every confusion column: ``off`` everywhere, ``diag`` more on l == m."""
     diag, off = params[0], params[1]
@@ -79,20 +65,11 @@ def learn_rate_prior(elog_vote_sum: float, elog_abstain_sum: float, n_columns: i
     """``(vote, abstain)`` of the Beta prior of every voter-class rate of voting, by empirical Bayes.
 
     Maximizes ``n_columns * -log B(vote, abstain) + (vote - 1) * sum E[log f] + (abstain - 1) *
-    sum E[log(1 - f)]`` over the ``n_columns = D * K`` rates; L-BFGS in log space within ``PRIOR_BOUNDS``.
+    sum E[log(1 - f)]`` over the ``n_columns = D * K`` rates (strictly concave): projected Newton from
+    ``start`` within ``PRIOR_BOUNDS``, as the ``vb_update`` op does in each iteration.
     """
-    e = np.array([elog_vote_sum, elog_abstain_sum])
-    lo, hi = math.log(PRIOR_BOUNDS[0]), math.log(PRIOR_BOUNDS[1])
-
-    def negative(log_params):
-        a = np.exp(log_params)
-        value = n_columns * (gammaln(a.sum()) - gammaln(a).sum()) + ((a - 1) * e).sum()
-        grad = (n_columns * (digamma(a.sum()) - digamma(a)) + e) * a
-        return -value, -grad
-
-    x0 = np.clip(np.log(np.asarray(start, dtype=np.float64)), lo, hi)
-    result = minimize(negative, x0, jac=True, method="L-BFGS-B", bounds=[(lo, hi)] * 2)
-    return tuple(float(x) for x in np.exp(result.x))
+    f = _rate_prior(float(n_columns), float(elog_vote_sum), float(elog_abstain_sum))
+    return tuple(newton_box(f, start, *PRIOR_BOUNDS))
 
 
 def learn_prior(expected_log_sum: np.ndarray, n_columns: int, start) -> tuple:
@@ -101,24 +78,12 @@ def learn_prior(expected_log_sum: np.ndarray, n_columns: int, start) -> tuple:
     That part is ``sum over the D*K confusion columns of -log B(alpha) +
     sum_l (alpha_l - 1) E[log P(l)]`` with ``alpha = off + diag * e_m``; it needs
     only ``expected_log_sum[l, m]`` = the sum over classifiers of ``E[log P_i(l | m)]``
-    and ``n_columns`` = the number of classifiers D. L-BFGS in log space from
-    ``start``, within ``PRIOR_BOUNDS``.
+    and ``n_columns`` = the number of classifiers D. It is strictly concave in (diag, off):
+    projected Newton from ``start`` within ``PRIOR_BOUNDS``, as the ``vb_update`` op does.
     """
-    k = expected_log_sum.shape[0]
-    eye = np.eye(k)
-    lo, hi = math.log(PRIOR_BOUNDS[0]), math.log(PRIOR_BOUNDS[1])
-
-    def negative(log_params):
-        diag, off = np.exp(log_params)
-        alpha = off + diag * eye  # (K_l, K_m)
-        value = (n_columns * (gammaln(alpha.sum(axis=0)).sum() - gammaln(alpha).sum())
-                 + ((alpha - 1) * expected_log_sum).sum())
-        grad_alpha = n_columns * (digamma(alpha.sum(axis=0))[None, :] - digamma(alpha)) + expected_log_sum
-        return -value, -np.array([np.trace(grad_alpha) * diag, grad_alpha.sum() * off])
-
-    x0 = np.clip(np.log(np.asarray(start, dtype=np.float64)), lo, hi)
-    result = minimize(negative, x0, jac=True, method="L-BFGS-B", bounds=[(lo, hi)] * 2)
-    return tuple(float(x) for x in np.exp(result.x))
+    e = np.asarray(expected_log_sum, dtype=np.float64)
+    f = _confusion_prior(float(n_columns), e.shape[0], float(np.trace(e)), float(e.sum()))
+    return tuple(newton_box(f, start, *PRIOR_BOUNDS))
 
 
 def train_variational(rbm: RBM, data: LabelData, max_iter: int = 1000, tol: float = 1e-8,
@@ -156,7 +121,6 @@ def train_variational(rbm: RBM, data: LabelData, max_iter: int = 1000, tol: floa
     if informative:
         modelled = (torch.ones(d, dtype=torch.float64, device=dev) if abstaining is None
                     else abstaining.to(device=dev, dtype=torch.float64))
-    n_modelled = int(round(float(modelled.sum()))) if informative else 0
     lo, hi = math.log(PRIOR_BOUNDS[0]), math.log(PRIOR_BOUNDS[1])
 
     def posterior(theta):
@@ -180,29 +144,21 @@ def train_variational(rbm: RBM, data: LabelData, max_iter: int = 1000, tol: floa
         return elog_conf + elog_rate[0].unsqueeze(0), elog_rate[1].t().contiguous()
 
     # theta = (expected counts (K_l, K_m, D), class mass (K,), log prior numbers): one iteration
-    # sets the Dirichlet (and Beta) posteriors from them, the prior by empirical Bayes, and the row
-    # posteriors (through the fused op) that give the next expected counts and the bound.
+    # sets the Dirichlet (and Beta) posteriors from them, the prior by empirical Bayes and the
+    # expected logs (one fused op, vb_update), then the row posteriors (one fused pass) that give the
+    # next expected counts and the bound.
+    weights = modelled if informative else None
+    lo_b, hi_b = PRIOR_BOUNDS
+
     def em_step(theta, need_objective):
-        post, post_pi, rates, params = posterior(theta)
-        elog_conf = _expected_log(post, dim=0)
-        elog_pi = _expected_log(post_pi, dim=0)
-        elog_rate = None if rates is None else _expected_log(rates, dim=0)  # once: read three times below
-        if learn:
-            params = learn_prior(elog_conf.sum(dim=2).cpu().numpy(), d, params[:2]) + (
-                learn_rate_prior(*(float(x) for x in (elog_rate * modelled).sum(dim=(1, 2))),
-                                 n_modelled * k, params[2:]) if n_modelled else params[2:])
-        elog_p, elog_abstain = expected_logs(post, rates, elog_conf, elog_rate)
+        counts, mass, log_prior = theta
+        elog_p, elog_pi, elog_abstain, log_prior, kl = ops.vb_update(
+            counts, mass, log_prior, weights, CLASS_PRIOR, lo_b, hi_b, learn, need_objective)
         counts, mass, nll = total_many(comm, *evidence_pass(data, elog_p, elog_pi, elog_abstain, True, False)[:3])
-        new_theta = (counts, mass, torch.tensor([math.log(x) for x in params], dtype=torch.float64, device=dev))
+        new_theta = (counts, mass, log_prior)
         if not need_objective:
             return new_theta, None, None
-        prior = _prior_matrix(params, k, post).unsqueeze(-1)  # (K_l, K_m, 1): one prior for every voter
-        elbo = (-nll - _kl_dirichlet(post, prior, dim=0, elog=elog_conf)
-                - _kl_dirichlet(post_pi, torch.full_like(post_pi, CLASS_PRIOR), dim=0, elog=elog_pi))
-        if informative:
-            rate_prior = torch.tensor(params[2:], dtype=rates.dtype, device=dev).view(2, 1, 1)
-            keep = modelled > 0
-            elbo = elbo - _kl_dirichlet(rates[:, :, keep], rate_prior, dim=0, elog=elog_rate[:, :, keep])
+        elbo = -nll - kl
         return new_theta, elbo, -elbo / n
 
     def normalize(theta):
