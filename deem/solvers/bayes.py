@@ -16,11 +16,13 @@ not fixed: each iteration sets them to maximize the evidence lower bound
 (type-II maximum likelihood), so a crowd of reliable, prolific classifiers gets
 a weak prior and a sparse, noisy one a strong prior.
 
-Each iteration is one pass of the fused ``free_energy_backward`` op with
-``W = E[log P]`` and ``b_h = E[log pi]``: its statistics with a weight of -1 per
-row are the expected counts of the row posteriors, exactly what the Dirichlet
-updates need (the bound itself, which SQUAREM reads twice per cycle, is one
-pass of ``free_energy``). On return the RBM holds ``W = E[log P]``, ``b_v = 0``,
+Each iteration is two fused ops: ``vb_update`` turns the last pass's expected
+counts into the Dirichlet (and Beta) posteriors, learns the prior's numbers (a
+projected Newton solve to the optimum, the objective being strictly concave) and
+returns the expected logs with the bound's KL; the evidence pass (dense or sparse)
+scores every row with them, ``W = E[log P]`` and ``b_h = E[log pi]``, and gives the
+next expected counts and the data term of the bound. SQUAREM reads the bound at
+two of every three steps. On return the RBM holds ``W = E[log P]``, ``b_v = 0``,
 ``b_h = E[log pi]``, so its hidden posterior *is* the variational posterior.
 """
 from __future__ import annotations
@@ -48,10 +50,6 @@ PRIOR_START = (2.0, 1.0)
 RATE_PRIOR_START = (0.5, 0.5)
 # The learned pseudo-counts stay within these bounds.
 PRIOR_BOUNDS = (1e-3, 1e3)
-
-
-def _expected_log(alpha: torch.Tensor, dim: int) -> torch.Tensor:
-    return torch.special.digamma(alpha) - torch.special.digamma(alpha.sum(dim=dim, keepdim=True))
 
 
 def _prior_matrix(params, k: int, like: torch.Tensor) -> torch.Tensor:
@@ -133,22 +131,18 @@ def train_variational(rbm: RBM, data: LabelData, max_iter: int = 1000, tol: floa
             rates = torch.stack([counts.sum(dim=0) + params[2], abstention_counts(counts, mass).t() + params[3]])
         return counts + _prior_matrix(params, k, counts).unsqueeze(-1), mass + CLASS_PRIOR, rates, params
 
-    def expected_logs(post, rates, elog_conf=None, elog_rate=None):
-        """``(E[log P(label)] (K_l, K_m, D), E[log P(abstain)] (D, K) or None)``; ``elog_rate``: the rates'
-        ``_expected_log`` when the caller has it."""
-        elog_conf = _expected_log(post, dim=0) if elog_conf is None else elog_conf
-        if rates is None:
-            return elog_conf, None
-        elog_rate = _expected_log(rates, dim=0) if elog_rate is None else elog_rate
-        elog_rate = elog_rate * modelled  # (2, K_m, D): E[log f], E[log (1 - f)]
-        return elog_conf + elog_rate[0].unsqueeze(0), elog_rate[1].t().contiguous()
-
     # theta = (expected counts (K_l, K_m, D), class mass (K,), log prior numbers): one iteration
     # sets the Dirichlet (and Beta) posteriors from them, the prior by empirical Bayes and the
     # expected logs (one fused op, vb_update), then the row posteriors (one fused pass) that give the
     # next expected counts and the bound.
     weights = modelled if informative else None
     lo_b, hi_b = PRIOR_BOUNDS
+
+    def expected_logs(theta):
+        """``(E[log P(label)] (K_l, K_m, D), E[log pi] (K), E[log P(abstain)] (D, K) or None)`` under theta's
+        posteriors, the prior kept."""
+        elog_p, elog_pi, elog_abstain, _, _ = ops.vb_update(*theta, weights, CLASS_PRIOR, lo_b, hi_b, False, False)
+        return elog_p, elog_pi, elog_abstain if informative else None
 
     def em_step(theta, need_objective):
         counts, mass, log_prior = theta
@@ -179,15 +173,13 @@ def train_variational(rbm: RBM, data: LabelData, max_iter: int = 1000, tol: floa
 
     starts = (start(q0.to(dev)) for q0 in start_posteriors(data))
     def watch(theta):
-        post, post_pi, rates, _ = posterior(theta)
-        rbm.set_one_unit(*expected_logs(post, rates)[:1], _expected_log(post_pi, dim=0), expected_logs(post, rates)[1])
+        rbm.set_one_unit(*expected_logs(theta))
         return monitor(rbm)
 
     theta, history, _, monitored = best_of_starts(em_step, starts, normalize, int(max_iter), tol, distance=distance,
                                                   monitor=None if monitor is None else watch, progress=progress)
-    post, post_pi, rates, params = posterior(theta)
-    elog_p, elog_abstain = expected_logs(post, rates)
-    elog_pi = _expected_log(post_pi, dim=0)
+    params = posterior(theta)[3]
+    elog_p, elog_pi, elog_abstain = expected_logs(theta)
     prior = dict(zip(("diag", "off", "vote", "abstain"), params))
     fit = OneUnitFit(elog_p, elog_pi, elog_abstain, history, prior, monitored)
     rbm.set_one_unit(fit.logp, fit.logpi, fit.log_abstain)
