@@ -10,7 +10,7 @@
 //    partial and (K + 1) totals; groups run in parallel and the partials are summed in group
 //    order. The result is bitwise the same for any thread count.
 //  * Memory: G grows with the labels, G <= L / (kLabelsPerPartial * D * K), so the partials,
-//    G * D * K * K doubles, stay within L * K / 8 doubles: O(labels * K + N * K + D * K * K).
+//    G * D * K * K doubles, stay within L * K / 4 doubles: O(labels * K + N * K + D * K * K).
 // Every offset, voter and label index is bounds-checked before it indexes anything.
 #include "common/csr.h"
 #include "cpu/stats.h"
@@ -24,14 +24,17 @@ namespace {
 }
 
 // A group's (D, K, K) partial pays for itself when the group holds this many labels per cell row.
-constexpr int64_t kLabelsPerPartial = 8;
+constexpr int64_t kLabelsPerPartial = 4;
 
-// First item of each group, plus N: at most kMaxPartials groups of whole kChunk-item chunks.
+// First item of each group, plus N: at most kMaxPartials groups of whole kChunk-item chunks. The
+// count is a power of two, so it splits evenly over 2, 4, 8 ... threads (3 groups on 2 threads left
+// one thread idle for a third of the pass).
 std::vector<int64_t> group_starts(int64_t N, int64_t L, int64_t D, int64_t K, bool want_counts) {
   const int64_t nchunks = (N + kChunk - 1) / kChunk;
-  int64_t groups = std::min(nchunks, kMaxPartials);
-  if (want_counts) groups = std::min(groups, L / std::max<int64_t>(kLabelsPerPartial * D * K, 1));
-  groups = std::max<int64_t>(groups, 1);
+  int64_t bound = std::min(nchunks, kMaxPartials);
+  if (want_counts) bound = std::min(bound, L / std::max<int64_t>(kLabelsPerPartial * D * K, 1));
+  int64_t groups = 1;
+  while (groups * 2 <= bound) groups *= 2;
   std::vector<int64_t> starts(static_cast<size_t>(groups + 1));
   for (int64_t g = 0; g < groups; ++g) starts[g] = std::min(N, (g * nchunks / groups) * kChunk);
   starts[groups] = N;
