@@ -34,11 +34,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> vb_update
   const double* ms = mass.data_ptr<double>();
   double* ep = elog_p.data_ptr<double>();
   double* ea = a.informative ? elog_abstain.data_ptr<double>() : nullptr;
+  const VbZero zero(x);  // a voter never gave most labels of a sparse crowd: their cells are 0
   const std::vector<double> sums = chunked_reduce(D, KK + kVbStats, [&](int64_t i0, int64_t i1, double* buf) {
     for (int64_t i = i0; i < i1; ++i)
       for (int64_t m = 0; m < K; ++m) {
         auto add = [&](int64_t l, double e) { buf[l * K + m] += e; };
-        vb_column(c, ep, ea, D, K, i, m, x, ms[m], w != nullptr ? w[i] : -1.0, want_kl, add, buf + KK);
+        vb_column(c, ep, ea, D, K, i, m, x, ms[m], w != nullptr ? w[i] : -1.0, want_kl, add, buf + KK, &zero);
       }
   });
   at::Tensor elog_pi = at::empty({K}, f64);
