@@ -40,7 +40,7 @@ from ..rbm import RBM
 from ..missingness import abstention_counts
 from ..distributed import total_int, total_many
 from .exact import OneUnitFit, start_posteriors
-from .squarem import best_of_starts
+from .squarem import TOL, best_of_starts
 
 # Dirichlet pseudo-count of each class in the prior of the class weights.
 CLASS_PRIOR = 1.0
@@ -84,7 +84,7 @@ def learn_prior(expected_log_sum: np.ndarray, n_columns: int, start) -> tuple:
     return tuple(newton_box(f, start, *PRIOR_BOUNDS))
 
 
-def train_variational(rbm: RBM, data: LabelData, max_iter: int = 1000, tol: float = 1e-8,
+def train_variational(rbm: RBM, data: LabelData, max_iter: int = 1000, tol: float = TOL,
                       learn: bool = True, informative: bool = False, comm=None, monitor=None,
                       progress=None, abstaining=None) -> OneUnitFit:
     """Fit the variational posterior; store ``E[log P]`` and ``E[log pi]`` in ``rbm``.
@@ -159,11 +159,25 @@ def train_variational(rbm: RBM, data: LabelData, max_iter: int = 1000, tol: floa
         counts, mass, log_prior = theta
         return counts.clamp(min=0.0), mass.clamp(min=0.0), log_prior.clamp(lo, hi)
 
+    eye = torch.eye(k, dtype=torch.float64, device=dev)
+
+    def means(theta):
+        """Posterior means of the confusions (and rates of voting): ``posterior``'s, the same bits, in tensor
+        ops only (no host read of the prior's numbers: this runs at every check)."""
+        counts, mass, log_prior = theta
+        x = log_prior.exp()
+        post = counts + (x[1] + x[0] * eye).unsqueeze(-1)
+        rate = None
+        if informative:
+            vote, abstain = counts.sum(dim=0) + x[2], abstention_counts(counts, mass).t() + x[3]
+            rate = vote / (vote + abstain)
+        return post / post.sum(dim=0, keepdim=True), rate
+
     def distance(a, b):  # largest move of a posterior-mean probability
-        (pa, _, ra, _), (pb, _, rb, _) = posterior(a), posterior(b)
-        move = (pa / pa.sum(dim=0, keepdim=True) - pb / pb.sum(dim=0, keepdim=True)).abs().max()
+        (pa, ra), (pb, rb) = means(a), means(b)
+        move = (pa - pb).abs().max()
         if ra is not None:
-            move = torch.maximum(move, ((ra[0] / ra.sum(dim=0) - rb[0] / rb.sum(dim=0)) * modelled).abs().max())
+            move = torch.maximum(move, ((ra - rb) * modelled).abs().max())
         return move
 
     def start(q0):

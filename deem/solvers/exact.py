@@ -15,7 +15,7 @@ from .._validation import LabelData, evidence_pass
 from ..alignment import confusion_counts, vote_counts
 from ..distributed import total_int, total_many
 from ..rbm import RBM
-from .squarem import best_of_starts
+from .squarem import TOL, best_of_starts
 
 # Diagonal pseudo-counts per confusion column in the exact solver's prior ("classifiers
 # beat chance"); see ``train_exact``.
@@ -136,7 +136,7 @@ def start_posteriors(data: LabelData):
 
 
 def train_exact(rbm: RBM, data: LabelData, prior_strength: float, max_iter: int = 3000,
-                tol: float = 1e-8, progress=None,
+                tol: float = TOL, progress=None,
                 diagonal_strength: float = EXACT_DIAGONAL_STRENGTH, informative: bool = False,
                 comm=None, monitor=None, abstaining=None) -> OneUnitFit:
     """Maximize the exact (penalized) likelihood of the one-hidden-unit model by EM, in float64.

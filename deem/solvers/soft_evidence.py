@@ -36,7 +36,7 @@ import torch
 from .. import ops
 from .exact import (EXACT_DIAGONAL_STRENGTH, informative_prior_terms, log_params, map_m_step,
                       map_m_step_informative, normalize_probabilities, prior_terms)
-from .squarem import best_of_starts
+from .squarem import TOL, best_of_starts
 from ..distributed import total, total_many
 
 __all__ = ["fit_soft_evidence", "posterior_soft_evidence"]
@@ -126,7 +126,7 @@ def _fractional_counts(values: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 
 
 def fit_soft_evidence(values: torch.Tensor, prior_strength: float = 2.0, max_iter: int = 1000,
-                      tol: float = 1e-8) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
+                      tol: float = TOL) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
     """Fit the virtual-evidence Dawid–Skene model to soft labels ``(N, K, D)`` by EM, in float64.
 
     ``prior_strength`` pseudo-counts per confusion column, spread like the pooled
@@ -265,7 +265,7 @@ def train_soft_evidence(rbm, data, prior_strength: float, informative: bool = Fa
             rbm.set_one_unit(logp, logpi)
 
     watch = None if monitor is None else (lambda logp, logpi: (store(logp, logpi), monitor(rbm))[1])
-    logp, logpi, history, monitored = _fit(data.values, prior_strength, max_iter, 1e-8, informative, n_empty, comm,
+    logp, logpi, history, monitored = _fit(data.values, prior_strength, max_iter, TOL, informative, n_empty, comm,
                                            watch, progress)
     store(logp, logpi)
     return history, monitored
