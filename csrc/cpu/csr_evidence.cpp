@@ -54,8 +54,11 @@ void item_pass(const char* name, const int64_t* row_ptr, const int64_t* voter, c
                int64_t n1, int64_t L, int64_t D, int64_t K_, const double* lp, const double* base, double* q,
                double* part, double* tot) {
   const int64_t K = KC > 0 ? KC : K_;
-  std::vector<double> s_buf(K);
-  double* s = s_buf.data();
+  // With K known, the scores live in a local array the compiler keeps in registers: through a heap
+  // buffer, which might alias lp and part, every label's add was a store (a fifth of the pass).
+  double s_fixed[KC > 0 ? KC : 1];
+  std::vector<double> s_buf(KC > 0 ? 0 : K);
+  double* s = KC > 0 ? s_fixed : s_buf.data();
   const int64_t l_end = row_ptr[n1] <= L && row_ptr[n1] >= 0 ? row_ptr[n1] : L;
   auto prefetch = [&](int64_t j) {
     if (j < l_end) {  // a hint only: an index checked below is never dereferenced unchecked

@@ -33,10 +33,15 @@ struct Pass {
   double* post;  // (N, K) or null
 };
 
-template <typename label_t>
+// KC > 0: the class count known at compile time (K == KC); the scores then live in a local array the
+// compiler keeps in registers (through a heap buffer, which might alias lp and buf, every label's add
+// was a store). KC == 0: any K. The arithmetic is the same either way.
+template <typename label_t, int KC>
 void pass_rows(const char* name, const label_t* x, int64_t r0, int64_t r1, const Pass& ps, double* buf) {
-  const int64_t K = ps.K, D = ps.D;
-  std::vector<double> s(K);
+  const int64_t K = KC > 0 ? KC : ps.K, D = ps.D;
+  double s_fixed[KC > 0 ? KC : 1];
+  std::vector<double> s_buf(KC > 0 ? 0 : K);
+  double* s = KC > 0 ? s_fixed : s_buf.data();
   for (int64_t n = r0; n < r1; ++n) {
     const label_t* xn = x + n * D;
     for (int64_t m = 0; m < K; ++m) s[m] = ps.base[m];
@@ -46,7 +51,7 @@ void pass_rows(const char* name, const label_t* x, int64_t r0, int64_t r1, const
       const double* w = ps.lp + (i * K + l) * K;
       for (int64_t m = 0; m < K; ++m) s[m] += w[m];
     }
-    buf[ps.lay.nll] -= softmax_in_place(s.data(), K);  // s now holds q
+    buf[ps.lay.nll] -= softmax_in_place(s, K);  // s now holds q
     for (int64_t m = 0; m < K; ++m) buf[ps.lay.mass + m] += s[m];
     if (ps.post)
       for (int64_t m = 0; m < K; ++m) ps.post[n * K + m] = s[m];
@@ -57,6 +62,17 @@ void pass_rows(const char* name, const label_t* x, int64_t r0, int64_t r1, const
       double* c = buf + ps.lay.counts + (i * K + l) * K;
       for (int64_t m = 0; m < K; ++m) c[m] += s[m];
     }
+  }
+}
+
+template <typename label_t>
+void pass_rows_any(const char* name, const label_t* x, int64_t r0, int64_t r1, const Pass& ps, double* buf) {
+  switch (ps.K) {
+    case 2: return pass_rows<label_t, 2>(name, x, r0, r1, ps, buf);
+    case 3: return pass_rows<label_t, 3>(name, x, r0, r1, ps, buf);
+    case 4: return pass_rows<label_t, 4>(name, x, r0, r1, ps, buf);
+    case 5: return pass_rows<label_t, 5>(name, x, r0, r1, ps, buf);
+    default: return pass_rows<label_t, 0>(name, x, r0, r1, ps, buf);
   }
 }
 
@@ -78,7 +94,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> hard_evidence_pass(
   std::vector<double> tot;
   DEEM_DISPATCH_LABELS(labels.scalar_type(), name, [&] {
     const label_t* x = labels.data_ptr<label_t>();
-    tot = chunked_reduce(N, lay.size, [&](int64_t r0, int64_t r1, double* buf) { pass_rows(name, x, r0, r1, ps, buf); });
+    tot = chunked_reduce(N, lay.size, [&](int64_t r0, int64_t r1, double* buf) { pass_rows_any(name, x, r0, r1, ps, buf); });
   });
   at::Tensor counts = at::empty({want_counts ? K : 0, K, D}, f64);
   if (want_counts) {
