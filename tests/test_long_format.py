@@ -57,3 +57,26 @@ def test_long_format_errors():
         DEEM(epochs=1).fit_long(df.to_numpy())
     with pytest.raises(ValueError, match="not among the fitted classes"):
         model.predict_long(pd.DataFrame({"task": [3], "worker": ["a"], "label": [7]}))
+
+
+def test_ids_are_coded_alike_whatever_the_columns_storage():
+    """Ids are looked up through their distinct values (long_format._index_of): the answer must not depend
+    on how pandas stores the column, on the row order, or on integral labels arriving as floats."""
+    X, _ = dawid_skene(n_samples=200, n_classifiers=6, n_classes=3, missing_rate=0.3, random_state=8)
+    df = to_long(X)
+    model = DEEM(random_state=0, device="cpu").fit_long(df)
+    expected = model.predict_proba_long(df)
+    variants = {
+        "object": df.astype({"task": object, "worker": object}),
+        # categories in another order than the fitted workers': their codes are not the model's columns
+        "category": df.assign(worker=pd.Categorical(df.worker, categories=sorted(df.worker.unique())[::-1])),
+        "pyarrow": df.astype({"worker": "string[pyarrow]"}),
+        "shuffled": df.sample(frac=1.0, random_state=0),
+        "float labels": df.astype({"label": float}),
+    }
+    for name, frame in variants.items():
+        got = model.predict_proba_long(frame)
+        pd.testing.assert_frame_equal(got, expected, check_index_type=False, obj=name)
+    unknown = df.astype({"worker": "category"}).iloc[:3].assign(worker=["w0", "nobody", "w1"])
+    with pytest.raises(ValueError, match=r"1 rows come from workers the model was not fitted on, e.g. \['nobody'\]"):
+        model.predict_long(unknown)
