@@ -94,7 +94,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> hard_evidence_pass(
   std::vector<double> tot;
   DEEM_DISPATCH_LABELS(labels.scalar_type(), name, [&] {
     const label_t* x = labels.data_ptr<label_t>();
-    tot = chunked_reduce(N, lay.size, [&](int64_t r0, int64_t r1, double* buf) { pass_rows_any(name, x, r0, r1, ps, buf); });
+    tot = chunked_reduce(N, lay.size,
+                         [&](int64_t r0, int64_t r1, double* buf) { pass_rows_any(name, x, r0, r1, ps, buf); });
   });
   at::Tensor counts = at::empty({want_counts ? K : 0, K, D}, f64);
   if (want_counts) {

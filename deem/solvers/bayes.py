@@ -52,13 +52,6 @@ RATE_PRIOR_START = (0.5, 0.5)
 PRIOR_BOUNDS = (1e-3, 1e3)
 
 
-def _prior_matrix(params, k: int, like: torch.Tensor) -> torch.Tensor:
-    """``(K_l, K_m)`` Dirichlet parameters of every confusion column: ``off`` everywhere, ``diag`` more on l == m."""
-    diag, off = params[0], params[1]
-    return torch.full((k, k), off, dtype=like.dtype, device=like.device) + diag * torch.eye(
-        k, dtype=like.dtype, device=like.device)
-
-
 def learn_rate_prior(elog_vote_sum: float, elog_abstain_sum: float, n_columns: int, start) -> tuple:
     """``(vote, abstain)`` of the Beta prior of every voter-class rate of voting, by empirical Bayes.
 
@@ -121,16 +114,6 @@ def train_variational(rbm: RBM, data: LabelData, max_iter: int = 1000, tol: floa
                     else abstaining.to(device=dev, dtype=torch.float64))
     lo, hi = math.log(PRIOR_BOUNDS[0]), math.log(PRIOR_BOUNDS[1])
 
-    def posterior(theta):
-        """Dirichlet posteriors of the confusions and class weights, Beta posteriors of the rates of voting
-        (informative; else None) and the prior's numbers."""
-        counts, mass, log_prior = theta
-        params = tuple(float(x) for x in log_prior.exp())
-        rates = None
-        if informative:  # (2, K_m, D): pseudo-votes and pseudo-abstentions per voter and class
-            rates = torch.stack([counts.sum(dim=0) + params[2], abstention_counts(counts, mass).t() + params[3]])
-        return counts + _prior_matrix(params, k, counts).unsqueeze(-1), mass + CLASS_PRIOR, rates, params
-
     # theta = (expected counts (K_l, K_m, D), class mass (K,), log prior numbers): one iteration
     # sets the Dirichlet (and Beta) posteriors from them, the prior by empirical Bayes and the
     # expected logs (one fused op, vb_update), then the row posteriors (one fused pass) that give the
@@ -162,8 +145,9 @@ def train_variational(rbm: RBM, data: LabelData, max_iter: int = 1000, tol: floa
     eye = torch.eye(k, dtype=torch.float64, device=dev)
 
     def means(theta):
-        """Posterior means of the confusions (and rates of voting): ``posterior``'s, the same bits, in tensor
-        ops only (no host read of the prior's numbers: this runs at every check)."""
+        """Posterior means of the confusion columns, Dir(counts + off + diag * e_m), and under informative
+        missingness of the rates of voting, Beta(votes + vote, abstentions + abstain); tensor ops only (no
+        host read of the prior's numbers: this runs at every check)."""
         counts, mass, log_prior = theta
         x = log_prior.exp()
         post = counts + (x[1] + x[0] * eye).unsqueeze(-1)
@@ -192,7 +176,7 @@ def train_variational(rbm: RBM, data: LabelData, max_iter: int = 1000, tol: floa
 
     theta, history, _, monitored = best_of_starts(em_step, starts, normalize, int(max_iter), tol, distance=distance,
                                                   monitor=None if monitor is None else watch, progress=progress)
-    params = posterior(theta)[3]
+    params = tuple(float(x) for x in theta[2].exp())  # the prior's numbers the final posteriors use
     elog_p, elog_pi, elog_abstain = expected_logs(theta)
     prior = dict(zip(("diag", "off", "vote", "abstain"), params))
     fit = OneUnitFit(elog_p, elog_pi, elog_abstain, history, prior, monitored)
