@@ -101,6 +101,35 @@ def test_op_equals_the_dense_op(device, informative, K):
 
 
 @needs_ext
+@pytest.mark.parametrize("N", range(1, 10))
+@pytest.mark.parametrize("K", [1, 2, 4, 6])
+def test_every_tail_of_the_four_row_softmax_and_extreme_scores(device, N, K):
+    # the CPU passes take the softmax four rows at a time: every count of leftover rows, and scores whose
+    # exps underflow (a class 800 nats below the best) or sit at the top of the range, against the twins
+    x, logp, logpi, la = dense_inputs(N, K, 6, True, seed=N * 10 + K, p_missing=0.3)
+    logp = logp * torch.tensor([1.0, 40.0, 1.0, 300.0, 1.0, 1e-3], dtype=torch.float64)[:K].view(-1, 1, 1)
+    s = SparseLabels.from_dense(x, n_classes=K).to(device)
+    args = (logp, logpi, la)
+    sparse = torch.ops.deem.csr_evidence_pass(*views(s), *(t.to(device) for t in args), True, True)
+    dense = torch.ops.deem.hard_evidence_pass(*(t.to(device) for t in (x, *args)), True, True)
+    twin = R.hard_evidence_pass(x, *args, True, True)
+    for a, b, t in zip(sparse, dense, twin):
+        torch.testing.assert_close(a.cpu(), t, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(b.cpu(), t, rtol=1e-12, atol=1e-12)
+
+
+@needs_ext
+def test_a_nan_parameter_gives_nan_not_a_silent_zero(device):
+    x, logp, logpi, la = dense_inputs(9, 3, 5, False, p_missing=0.0)
+    x[0] = 0  # every item labelled: each reads voter 0's label 0
+    logp[0, 1, 0] = float("nan")
+    s = SparseLabels.from_dense(x).to(device)
+    for out in (torch.ops.deem.csr_evidence_pass(*views(s), *(t.to(device) for t in (logp, logpi, la)), True, True),
+                torch.ops.deem.hard_evidence_pass(*(t.to(device) for t in (x, logp, logpi, la)), True, True)):
+        assert bool(torch.isnan(out[2]).cpu()) and bool(torch.isnan(out[3][0]).all().cpu())
+
+
+@needs_ext
 @pytest.mark.parametrize("want_counts,want_posterior", [(False, False), (True, False), (False, True)])
 def test_optional_outputs_and_no_by_voter_view_needed_without_counts(device, want_counts, want_posterior):
     x, logp, logpi, la = dense_inputs(25, 4, 5, True)

@@ -13,6 +13,7 @@
 //    G * D * K * K doubles, stay within L * K / 4 doubles: O(labels * K + N * K + D * K * K).
 // Every offset, voter and label index is bounds-checked before it indexes anything.
 #include "common/csr.h"
+#include "cpu/softmax_block.h"
 #include "cpu/stats.h"
 
 namespace deem {
@@ -54,11 +55,6 @@ void item_pass(const char* name, const int64_t* row_ptr, const int64_t* voter, c
                int64_t n1, int64_t L, int64_t D, int64_t K_, const double* lp, const double* base, double* q,
                double* part, double* tot) {
   const int64_t K = KC > 0 ? KC : K_;
-  // With K known, the scores live in a local array the compiler keeps in registers: through a heap
-  // buffer, which might alias lp and part, every label's add was a store (a fifth of the pass).
-  double s_fixed[KC > 0 ? KC : 1];
-  std::vector<double> s_buf(KC > 0 ? 0 : K);
-  double* s = KC > 0 ? s_fixed : s_buf.data();
   const int64_t l_end = row_ptr[n1] <= L && row_ptr[n1] >= 0 ? row_ptr[n1] : L;
   auto prefetch = [&](int64_t j) {
     if (j < l_end) {  // a hint only: an index checked below is never dereferenced unchecked
@@ -69,7 +65,9 @@ void item_pass(const char* name, const int64_t* row_ptr, const int64_t* voter, c
       }
     }
   };
-  for (int64_t n = n0; n < n1; ++n) {
+  // With K known, s is a local array the compiler keeps in registers: through a heap buffer, which
+  // might alias lp and part, every label's add was a store (a fifth of the pass).
+  auto score = [&](int64_t n, double* s) {
     const int64_t j0 = row_ptr[n], j1 = row_ptr[n + 1];
     TORCH_CHECK(0 <= j0 && j0 <= j1 && j1 <= L, name, ": row_ptr must rise from 0 to ", L,
                 "; item ", n, " spans [", j0, ", ", j1, ")");
@@ -82,16 +80,19 @@ void item_pass(const char* name, const int64_t* row_ptr, const int64_t* voter, c
       const double* w = lp + (i * K + l) * K;
       for (int64_t m = 0; m < K; ++m) s[m] += w[m];
     }
-    tot[K] -= softmax_in_place(s, K);
+  };
+  auto use = [&](int64_t n, const double* s, double lse) {
+    tot[K] -= lse;
     for (int64_t m = 0; m < K; ++m) tot[m] += s[m];
     if (q != nullptr) std::copy(s, s + K, q + n * K);
     if (part != nullptr) {
-      for (int64_t j = j0; j < j1; ++j) {  // indices checked above
+      for (int64_t j = row_ptr[n], j1 = row_ptr[n + 1]; j < j1; ++j) {  // indices checked in score
         double* c = part + (voter[j] * K + static_cast<int64_t>(label[j])) * K;
         for (int64_t m = 0; m < K; ++m) c[m] += s[m];
       }
     }
-  }
+  };
+  softmax_rows_in_blocks<KC>(n0, n1, K, score, use);
 }
 
 // item_pass with K fixed at compile time for the common small class counts.

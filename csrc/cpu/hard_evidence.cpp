@@ -8,6 +8,7 @@
 // the fixed chunking of stats.h (bitwise independent of the thread count); every
 // label is bounds-checked before it indexes anything.
 #include "common/evidence.h"
+#include "cpu/softmax_block.h"
 #include "cpu/stats.h"
 
 namespace deem {
@@ -35,14 +36,12 @@ struct Pass {
 
 // KC > 0: the class count known at compile time (K == KC); the scores then live in a local array the
 // compiler keeps in registers (through a heap buffer, which might alias lp and buf, every label's add
-// was a store). KC == 0: any K. The arithmetic is the same either way.
+// was a store). KC == 0: any K. The arithmetic is the same either way; the softmax takes four rows at
+// a time (softmax_block.h).
 template <typename label_t, int KC>
 void pass_rows(const char* name, const label_t* x, int64_t r0, int64_t r1, const Pass& ps, double* buf) {
   const int64_t K = KC > 0 ? KC : ps.K, D = ps.D;
-  double s_fixed[KC > 0 ? KC : 1];
-  std::vector<double> s_buf(KC > 0 ? 0 : K);
-  double* s = KC > 0 ? s_fixed : s_buf.data();
-  for (int64_t n = r0; n < r1; ++n) {
+  auto score = [&](int64_t n, double* s) {
     const label_t* xn = x + n * D;
     for (int64_t m = 0; m < K; ++m) s[m] = ps.base[m];
     for (int64_t i = 0; i < D; ++i) {
@@ -51,18 +50,22 @@ void pass_rows(const char* name, const label_t* x, int64_t r0, int64_t r1, const
       const double* w = ps.lp + (i * K + l) * K;
       for (int64_t m = 0; m < K; ++m) s[m] += w[m];
     }
-    buf[ps.lay.nll] -= softmax_in_place(s, K);  // s now holds q
+  };
+  auto use = [&](int64_t n, const double* s, double lse) {
+    buf[ps.lay.nll] -= lse;
     for (int64_t m = 0; m < K; ++m) buf[ps.lay.mass + m] += s[m];
     if (ps.post)
       for (int64_t m = 0; m < K; ++m) ps.post[n * K + m] = s[m];
-    if (!ps.want_counts) continue;
-    for (int64_t i = 0; i < D; ++i) {
+    if (!ps.want_counts) return;
+    const label_t* xn = x + n * D;
+    for (int64_t i = 0; i < D; ++i) {  // labels checked in score
       const int64_t l = static_cast<int64_t>(xn[i]);
       if (l < 0) continue;
       double* c = buf + ps.lay.counts + (i * K + l) * K;
       for (int64_t m = 0; m < K; ++m) c[m] += s[m];
     }
-  }
+  };
+  softmax_rows_in_blocks<KC>(r0, r1, K, score, use);
 }
 
 template <typename label_t>

@@ -88,6 +88,42 @@ static inline __attribute__((always_inline)) Vec<double>::v vexp(Vec<double>::v 
   return (v)((vi)(y * (v)bits) & ok);
 }
 
+// log(x) for normal, finite x > 0 (fdlibm's e_log.c, branch-free): x = 2^k (1 + f) with 1 + f in
+// [sqrt(2)/2, sqrt(2)), log(1 + f) = f - f^2/2 + s (f^2/2 + R(s^2)), s = f / (2 + f), R fdlibm's
+// degree-14 minimax fit; about 1 ulp. Anything else (zero, negative, subnormal, inf, NaN): NaN -- the
+// callers pass pseudo-counts and partition sums, and mask the lanes they treat apart. Same operations
+// in every clone (no FMA), so results do not depend on the CPU.
+static inline __attribute__((always_inline)) Vec<double>::v vlog(Vec<double>::v x) {
+  typedef Vec<double>::v v;
+  typedef Vec<double>::vi vi;
+  const vi bits = (vi)x;
+  const vi ok = (x >= 2.2250738585072014e-308) & (x <= 1.7976931348623157e308);
+  const vi mant = bits & 0x000fffffffffffffLL;
+  // 1 << 52 where the mantissa is at least sqrt(2) - 1: that x is scaled by 1/2 (fdlibm's test, on 64 bits)
+  const vi half = (mant + (0x95f64LL << 32)) & (1LL << 52);
+  const v m = (v)(mant | (half ^ (0x3ffLL << 52)));
+  // k as a double without an int64 conversion: the biased exponent in the low bits of 2^52
+  const v k = (v)(0x4330000000000000LL | (((bits >> 52) & 0x7ff) + (half >> 52))) - (4503599627370496.0 + 1023.0);
+  const v f = m - 1.0;
+  const v hfsq = 0.5 * f * f, s = f / (2.0 + f), z = s * s, w = z * z;
+  const v t1 = w * (3.999999999940941908e-01 + w * (2.222219843214978396e-01 + w * 1.531383769920937332e-01));
+  const v t2 = z * (6.666666666666735130e-01 +
+                    w * (2.857142874366239149e-01 + w * (1.818357216161805012e-01 + w * 1.479819860511658591e-01)));
+  const v r = k * 6.93147180369123816490e-01 - ((hfsq - (s * (hfsq + (t2 + t1)) + k * 1.90821492927058770002e-10)) - f);
+  const v nan = v{} + __builtin_nan("");
+  return (v)(((vi)r & ok) | ((vi)nan & ~ok));
+}
+
+// Lane-wise select: a where mask, else b.
+static inline __attribute__((always_inline)) Vec<double>::v vselect(Vec<double>::vi mask, Vec<double>::v a,
+                                                                    Vec<double>::v b) {
+  return (Vec<double>::v)(((Vec<double>::vi)a & mask) | ((Vec<double>::vi)b & ~mask));
+}
+
+static inline __attribute__((always_inline)) bool vany(Vec<double>::vi mask) {
+  return (mask[0] | mask[1] | mask[2] | mask[3]) != 0;
+}
+
 template <typename T>
 using VI = typename Vec<T>::vi;
 template <typename T>
