@@ -19,14 +19,19 @@ static inline __attribute__((always_inline)) Vec<double>::v vdigamma_lgamma(Vec<
   const v special = vselect(x == inf, v{} + inf, v{} + nan);
   x = vselect(apart, v{} + vb::kShift, x);
   v num = v{}, prod = v{} + 1.0;
-  // sum_k 1 / (x + k) as num / prod, four steps at a time while they fit, then one at a time
-  for (vi go = x < vb::kShift - 3.0; vany(go); go = x < vb::kShift - 3.0) {
+  // sum_k 1 / (x + k) as num / prod, four steps at a time while they fit, then one at a time. Any x > 0
+  // takes at most two blocks (x + 8 >= kShift - 3) and then three steps, so the loops have fixed counts,
+  // each lane masked once it is done: no branch on the lanes' data.
+  static_assert(vb::kShift == 10.0, "the fixed step counts below assume the shift to 10");
+  for (int it = 0; it < 2; ++it) {
+    const vi go = x < vb::kShift - 3.0;
     const v a = x, b = x + 1.0, c = x + 2.0, d = x + 3.0, ab = a * b, cd = c * d, q = ab * cd;
     num = vselect(go, num * q + prod * ((a + b) * cd + (c + d) * ab), num);
     prod = vselect(go, prod * q, prod);
     x = vselect(go, x + 4.0, x);
   }
-  for (vi go = x < vb::kShift; vany(go); go = x < vb::kShift) {
+  for (int it = 0; it < 3; ++it) {
+    const vi go = x < vb::kShift;
     num = vselect(go, num * x + prod, num);
     prod = vselect(go, prod * x, prod);
     x = vselect(go, x + 1.0, x);
