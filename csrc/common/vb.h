@@ -52,25 +52,16 @@ inline VbArgs vb_args(const char* name, const at::Tensor& counts, const at::Tens
 // Index of the per-column statistics after the K * K summed elogs E[l * K + m].
 enum VbStat { kRate0 = 0, kRate1 = 1, kConfKl = 2, kRateKl = 3, kVbStats = 4 };
 
-// digamma and lgamma of the posterior of a count that is exactly 0 (a label the voter never gave):
-// off, and off + diag on the diagonal. Sparse crowds hold many such cells; the values are the very ones
-// digamma_lgamma gives there, so a kernel that reads them gets the same bits.
-struct VbZero {
-  double psi_off, lg_off, psi_diag, lg_diag;
-  DEEM_HD explicit VbZero(const double* x) {
-    psi_off = vb::digamma_lgamma(x[1], &lg_off);
-    psi_diag = vb::digamma_lgamma(x[1] + x[0], &lg_diag);
-  }
-};
-
 // Column (i, m): writes elog_p[l, m, i] for every l (and elog_abstain[i, m] when informative), calls
 // add_elog(l, elog) with the confusion part of each, and adds into stat[kVbStats] its rate logs and KL
 // parts (the KL parts only when want_kl). x: (diag, off, vote, abstain); w < 0: not informative.
-// zero: the values at a zero count (or null: computed like any other).
+// The CUDA kernel runs it per column; the CPU kernel runs the same math four voters at a time
+// (cpu/vb_update.cpp, vb_columns): a change here must be made there too (tests/test_vb_update.py holds
+// both to the twin at 1e-12).
 template <class AddElog>
 DEEM_HD void vb_column(const double* counts, double* elog_p, double* elog_abstain, int64_t D, int64_t K, int64_t i,
                        int64_t m, const double* x, double mass_m, double w, bool want_kl, const AddElog& add_elog,
-                       double* stat, const VbZero* zero = nullptr) {
+                       double* stat) {
   double total = 0.0, present = 0.0;
   for (int64_t l = 0; l < K; ++l) {
     const double c = counts[(l * K + m) * D + i];
@@ -97,13 +88,8 @@ DEEM_HD void vb_column(const double* counts, double* elog_p, double* elog_abstai
   for (int64_t l = 0; l < K; ++l) {
     const int64_t at = (l * K + m) * D + i;
     const double post = counts[at] + x[1] + (l == m ? x[0] : 0.0);
-    double lg = 0.0, psi;
-    if (zero != nullptr && counts[at] == 0.0) {
-      psi = l == m ? zero->psi_diag : zero->psi_off;
-      lg = l == m ? zero->lg_diag : zero->lg_off;
-    } else {
-      psi = vb::digamma_lgamma(post, want_kl ? &lg : nullptr);
-    }
+    double lg = 0.0;
+    const double psi = vb::digamma_lgamma(post, want_kl ? &lg : nullptr);
     const double e = psi - psi_total;
     add_elog(l, e);
     elog_p[at] = e + r0w;

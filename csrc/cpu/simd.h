@@ -120,10 +120,6 @@ static inline __attribute__((always_inline)) Vec<double>::v vselect(Vec<double>:
   return (Vec<double>::v)(((Vec<double>::vi)a & mask) | ((Vec<double>::vi)b & ~mask));
 }
 
-static inline __attribute__((always_inline)) bool vany(Vec<double>::vi mask) {
-  return (mask[0] | mask[1] | mask[2] | mask[3]) != 0;
-}
-
 template <typename T>
 using VI = typename Vec<T>::vi;
 template <typename T>

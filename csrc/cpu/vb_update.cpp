@@ -1,7 +1,7 @@
 // vb_update on the CPU (the step and its outputs: common/vb.h): one pass over the D * K confusion
 // columns, voters in chunked_reduce's fixed groups (bitwise the same sums for any thread count), then
 // the finish on the host. O(D * K * K) time; no buffer beyond the outputs and 64 partials.
-// The columns are common/vb.h's vb_column four voters at a time (vdigamma.h): the digammas and
+// The columns are common/vb.h's vb_column four voters at a time (vdigamma.h; keep the two alike): the digammas and
 // lgammas are the whole cost of the step, and one vector of them costs about what one scalar did.
 #include "common/vb.h"
 #include "cpu/stats.h"
