@@ -48,7 +48,8 @@ def labeling_functions(
     correlation: float = 0.9,
     activity_spread: float = 0.0,
     random_state: int = 0,
-) -> Tuple[np.ndarray, np.ndarray]:
+    return_truth: bool = False,
+):
     """A weak-supervision label matrix ``(L, y)``: labeling functions that look at every item and vote or abstain.
 
     ``L`` is ``(N, D)`` with ``-1`` for an abstention; whether a voter fires depends on the class.
@@ -64,6 +65,12 @@ def labeling_functions(
       per item (else they behave as an independent voter of the same kind): conditional independence broken.
     - ``activity_spread``: items differ in how many voters fire on them (a log-normal per-item factor
       on every firing rate, of this standard deviation), as text items of different lengths do.
+    - ``return_truth``: also return the generating parameters, ``(L, y, truth)``: ``truth["prior"]`` (K,),
+      ``truth["activity"]`` (N,) the items' factors, ``truth["correlation"]``, and ``truth["voters"]``, one dict
+      per column: ``one_class`` (bool), ``target`` (its class, or None), ``rate`` (K,) firing rate per true
+      class before the activity factor, ``precision``, ``source`` (the copied column, or None). With them the
+      Bayes-optimal consensus can be computed (``benchmarks/ws_ceiling.py``); the same seed gives the same
+      ``(L, y)`` either way.
     """
     rng = np.random.default_rng(random_state)
     k = n_classes
@@ -74,6 +81,7 @@ def labeling_functions(
     activity = np.exp(rng.normal(0.0, activity_spread, n_samples)) if activity_spread > 0 else np.ones(n_samples)
     base = n_voters
     L = np.full((n_samples, base + n_correlated), -1, dtype=np.int64)
+    voters = []
     for i in range(base + n_correlated):
         one_class = rng.random() < one_class_share
         prec = rng.uniform(*precision)
@@ -92,10 +100,15 @@ def labeling_functions(
             wrong = (y + rng.integers(1, k, n_samples)) % k if k > 1 else y
             votes = np.where(rng.random(n_samples) < prec, y, wrong)
         L[:, i] = np.where(fires, votes, -1)
+        source = None
         if i >= base:  # a correlated voter: copies an earlier one on most items
-            source = rng.integers(base)
+            source = int(rng.integers(base))
             copy = rng.random(n_samples) < correlation
             L[copy, i] = L[copy, source]
+        voters.append({"one_class": bool(one_class), "target": int(c) if one_class else None, "rate": rate,
+                       "precision": float(prec), "source": source})
+    if return_truth:
+        return L, y, {"prior": prior, "activity": activity, "correlation": float(correlation), "voters": voters}
     return L, y
 
 

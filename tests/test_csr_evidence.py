@@ -141,6 +141,7 @@ def test_optional_outputs_and_no_by_voter_view_needed_without_counts(device, wan
     assert counts.shape == ((4, 4, 5) if want_counts else (0, 4, 5))
     assert post.shape == ((25, 4) if want_posterior else (0, 4))
     assert float(mass.sum()) == pytest.approx(25.0)
+    assert 0.0 < float(nll) < float("inf")  # every row holds a label of probability below one
 
 
 @needs_ext
