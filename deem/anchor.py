@@ -18,8 +18,12 @@ co-firing groups, or the number of votes on a row, instead of the class.
   iteration): the model's reading of the majority vote, one update (the
   "one-step" estimator of Gao, Lu & Zhou 2016, optimal at a good start
   under the model, and robust when the model is wrong).
-* ``'auto'``: ``'majority'`` when a missing label is informative (labeling
-  functions: dependent by construction), ``'none'`` when it is ignorable (crowds).
+* ``'auto'``: ``'none'`` when a missing label is ignorable (crowds). When it is
+  informative (labeling functions, often dependent by construction), ``'majority'``
+  unless EM's converged fit, fitted too, passes the checks of
+  :mod:`deem.anchor_checks`. Those ask whether the voters fire together beyond the
+  model, whether rows differ in activity, and whether EM relabelled more rows than
+  the anchored fit expects to get wrong. Hard labels only: soft labels stay anchored.
 
 What was measured is in README ("Where the fit stops").
 """
@@ -33,7 +37,7 @@ ANCHORS = ("auto", "majority", "none")
 def check_anchor(value) -> str:
     return check_choice("anchor", value, ANCHORS, "'majority': the voters' parameters estimated once from the "
                         "majority vote; 'none': EM to convergence; 'auto': 'majority' under informative "
-                        "missingness, 'none' under ignorable")
+                        "missingness unless the converged fit passes its checks, 'none' under ignorable")
 
 
 def decide_anchor(anchor: str, missing: str) -> str:

@@ -577,7 +577,7 @@ class DEEM(BaseEstimator):
             "missing_one_class_share_": getattr(self, "missing_one_class_share_", None),
             "informative_voters_": None if getattr(self, "informative_voters_", None) is None else [
                 bool(x) for x in self.informative_voters_],
-            "anchor_": self.anchor_, "layout_": self.layout_,
+            "anchor_": self.anchor_, "anchor_checks_": getattr(self, "anchor_checks_", None), "layout_": self.layout_,
             "coverage_": [float(c) for c in self.coverage_],
             "class_map_": None if self.class_map_ is None else [int(x) for x in self.class_map_],
             "hidden_dim": self.model_.n_hidden,
@@ -632,6 +632,7 @@ class DEEM(BaseEstimator):
         self.informative_voters_ = (np.asarray(voters, dtype=bool) if voters is not None
                                     else np.full(fitted["n_classifiers_"], self.missing_ == "informative"))
         self.anchor_ = fitted.get("anchor_", "none")  # files of deem < 0.5: always converged
+        self.anchor_checks_ = fitted.get("anchor_checks_")
         self.layout_ = fitted.get("layout_", "dense")
         self.coverage_ = np.asarray(fitted.get("coverage_", [np.nan] * fitted["n_classifiers_"]), dtype=np.float64)
         # files of deem < 0.4 do not say; there a one-unit fit on soft labels was the virtual-evidence EM

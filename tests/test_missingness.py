@@ -72,10 +72,41 @@ def test_dependent_labeling_functions_anchored_fit_holds_where_the_converged_one
                               one_class_share=0.5, coverage=(0.1, 0.6), precision=(0.55, 0.75),
                               n_correlated=6, activity_spread=1.0, random_state=29)
     mv = accuracy(majority_vote(L, 3), y, L)
-    default = accuracy(DEEM().fit(L).predict(L), y, L)
+    model = DEEM().fit(L)
+    default = accuracy(model.predict(L), y, L)
     converged = accuracy(DEEM(anchor="none").fit(L).predict(L), y, L)
     assert default > mv - 0.01
     assert default > converged + 0.05
+    # anchor='auto' fitted the converged model too, and its checks saw the copies and the activity spread
+    checks = model.anchor_checks_
+    assert model.anchor_ == "majority" and not checks["holds"]
+    assert checks["pair_z"] > checks["pair_limit"] and checks["dispersion_z"] > checks["dispersion_limit"]
+
+
+@pytest.mark.parametrize("kwargs,what", [(dict(activity_spread=1.0), "dispersion"), (dict(n_correlated=4), "pair")])
+def test_the_converged_fits_checks_see_activity_and_copies_each_on_its_own(kwargs, what):
+    L, _ = labeling_functions(n_samples=3000, n_voters=15, n_classes=2, one_class_share=0.5, coverage=(0.1, 0.5),
+                              random_state=3, **kwargs)
+    checks = DEEM().fit(L).anchor_checks_
+    assert not checks["holds"] and checks[f"{what}_z"] > checks[f"{what}_limit"]
+
+
+@pytest.mark.parametrize("layout", ["dense", "sparse"])
+def test_auto_keeps_the_converged_fit_where_the_voters_are_independent_and_rows_many(layout, tmp_path):
+    """Independent voters, 5,000 rows: EM's converged fit passes its checks (deem/anchor_checks.py) and is kept;
+    it is 7 points above the anchored reading here and within half a point of the Bayes-optimal rule."""
+    L, y = labeling_functions(n_samples=5000, n_voters=15, n_classes=2, class_balance=[0.8, 0.2],
+                              one_class_share=0.7, coverage=(0.05, 0.4), random_state=0)
+    model = DEEM(layout=layout).fit(L)
+    assert model.missing_ == "informative" and model.anchor_ == "none" and model.anchor_checks_["holds"]
+    converged = DEEM(anchor="none", layout=layout).fit(L)
+    np.testing.assert_array_equal(model.predict(L), converged.predict(L))
+    anchored = DEEM(anchor="majority", layout=layout).fit(L)
+    assert anchored.anchor_checks_ is None  # an explicit anchor runs no checks
+    assert accuracy(model.predict(L), y, L) > accuracy(anchored.predict(L), y, L) + 0.05
+    model.save(tmp_path / "m.pt")
+    loaded = DEEM().load(tmp_path / "m.pt")
+    assert loaded.anchor_ == "none" and loaded.anchor_checks_ == model.anchor_checks_
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -230,9 +261,9 @@ def test_soft_labels_all_zero_column_is_the_same_question():
     acc = accuracy(model.predict(V), y, L)
     assert acc > accuracy(ignorable.predict(V), y, L) + 0.10
     assert model.n_dropped_rows_ == 0 and model.abstain_rate_.shape == (12, 2)
-    # one-hot soft labels: the same fit as the hard labels'
+    # one-hot soft labels: the same fit as the hard labels' (anchored: the converged fit's checks are for hard labels)
     onehot = soft_from_hard(L, 2, confidence=1.0)
-    hard = DEEM(solver="exact", missing="informative").fit(L)
+    hard = DEEM(solver="exact", missing="informative", anchor="majority").fit(L)
     soft = DEEM(missing="informative").fit(onehot)
     np.testing.assert_allclose(soft.predict_proba(onehot), hard.predict_proba(L), atol=1e-5)
 

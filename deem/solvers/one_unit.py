@@ -13,8 +13,9 @@ from typing import List, Optional
 import numpy as np
 import torch
 
-from .._validation import LabelData, is_sparse, present_rows
+from .._validation import LabelData, evidence_pass, is_sparse, present_rows
 from ..anchor import decide_anchor
+from ..anchor_checks import ConvergedChecks, check_converged
 from ..distributed import total, total_int
 from ..log import log
 from ..missingness import read_missingness
@@ -37,6 +38,7 @@ class OneUnitResult:
     one_class_share: Optional[float] = None  # share of the labels from one-class voters (missing='auto')
     monitored: Optional[list] = None  # the monitor's values at each check
     abstaining: Optional[torch.Tensor] = None  # (D,) bool: whose abstentions the model holds (None: per `missing`)
+    anchor_checks: Optional[dict] = None  # anchor='auto' under informative missingness: the converged fit's checks
 
 
 def present_per_voter(data: LabelData) -> torch.Tensor:
@@ -91,14 +93,33 @@ def fit_one_unit(data: LabelData, solver: str, missing: str, prior_strength: flo
                                                  comm=comm, monitor=monitor, progress=progress, **steps)
         return OneUnitResult(rbm, history, None, kind, stop, 0 if informative else n_empty, factor, share, monitored)
     rows = data if informative or bool(keep.all()) else data.select(keep)
-    if solver == "bayes":
-        fit = train_variational(rbm, rows, informative=informative, comm=comm, monitor=monitor, progress=progress,
-                                abstaining=abstaining, **steps)
-    else:
-        fit = train_exact(rbm, rows, prior_strength, informative=informative, comm=comm, monitor=monitor,
-                          progress=progress, abstaining=abstaining, **steps)
+
+    def train(rbm, steps):
+        if solver == "bayes":
+            return train_variational(rbm, rows, informative=informative, comm=comm, monitor=monitor,
+                                     progress=progress, abstaining=abstaining, **steps)
+        return train_exact(rbm, rows, prior_strength, informative=informative, comm=comm, monitor=monitor,
+                           progress=progress, abstaining=abstaining, **steps)
+
+    fit = train(rbm, steps)
+    checks = None
+    if anchor == "auto" and kind == "informative":
+        # deem/anchor_checks.py: keep EM's converged fit where the data show none of what it would mistake for classes
+        converged_rbm = RBM(data.n_classifiers, data.n_classes, 1, device=device, dtype=torch.float64)
+        converged = train(converged_rbm, {})
+        found = check_converged(rows, _posterior(rows, fit), _posterior(rows, converged), comm)
+        if found is not None:
+            checks = found.as_dict()
+            if found.holds:
+                rbm, fit, stop = converged_rbm, converged, "none"
     dropped = 0 if informative else total_int(comm, int((~keep).sum()))
-    return OneUnitResult(rbm, fit.history, fit.prior, kind, stop, dropped, factor, share, fit.monitored, abstaining)
+    return OneUnitResult(rbm, fit.history, fit.prior, kind, stop, dropped, factor, share, fit.monitored, abstaining,
+                         checks)
+
+
+def _posterior(rows, fit) -> torch.Tensor:
+    """``(N, K)`` the row posteriors of a one-unit fit."""
+    return evidence_pass(rows, fit.logp, fit.logpi, fit.log_abstain, False, True)[3]
 
 
 # history_ names the objective each solver records at its checks (besides 'loss', the same numbers).
@@ -127,6 +148,7 @@ class OneUnitSolver(Solver):
                       "missing_log_bayes_factor_": result.log_bayes_factor,
                       "missing_one_class_share_": result.one_class_share, "anchor_": result.anchor,
                       "n_dropped_rows_": result.n_dropped_rows, "init_method_": None,
+                      "anchor_checks_": result.anchor_checks,
                       "informative_voters_": self._informative_voters(result, data.n_classifiers)}
         return SolverResult(result.rbm, result.history,
                             posterior="virtual_evidence" if (self.name == "exact" and data.soft) else "rbm",
@@ -162,4 +184,8 @@ class OneUnitSolver(Solver):
             why = f"missing labels fitted as {result.missing}"
         stop = ("anchor='majority': the voters' parameters estimated once from the majority vote (no EM iteration)"
                 if result.anchor == "majority" else "anchor='none': iterated to convergence")
+        if result.anchor_checks is not None:
+            checks = ConvergedChecks(**result.anchor_checks)
+            verdict = "pass: the converged fit is kept" if checks.holds else "fail: the anchored reading is kept"
+            stop += f"\nanchor='auto' checked EM's converged fit ({checks.why()}): {verdict}"
         return f"{line}\n{why}\n{stop}"

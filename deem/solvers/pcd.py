@@ -310,5 +310,6 @@ class PCDSolver(Solver):
                             monitored=monitored if watch is not None else None,
                             attributes={"variational_prior_": None, "missing_": "ignorable",
                                         "missing_log_bayes_factor_": None, "missing_one_class_share_": None,
-                                        "anchor_": "none", "informative_voters_": np.zeros(data.n_classifiers, bool),
+                                        "anchor_": "none", "anchor_checks_": None,
+                                        "informative_voters_": np.zeros(data.n_classifiers, bool),
                                         "init_method_": settings.init_method})
