@@ -64,16 +64,32 @@ class ConvergedChecks:
         return "; ".join(parts)
 
 
-def presence_matrix(data: LabelData) -> scipy.sparse.csr_matrix:
-    """``(N, D)`` CSR of ones where a voter gave a label (hard labels, either layout), on the host."""
+# Rows per block when a dense label matrix is read for the sums (bounds the float block to rows x voters).
+_ROWS_PER_BLOCK = 1 << 16
+
+
+def checkable(n_classifiers: int) -> bool:
+    """Whether the checks can run at all: the pair table holds ``D (D - 1) / 2`` entries at most ``MAX_PAIRS``.
+    Asked before the converged fit, so no fit is spent where no verdict can follow."""
+    return n_classifiers * (n_classifiers - 1) // 2 <= MAX_PAIRS
+
+
+def presence_sums(data: LabelData, q: np.ndarray):
+    """``(votes per row (N,), sum_n F_ni q_nm (D, K), co-votes sum_n F_ni F_nj (D, D))`` with ``F`` the presence
+    of each label (hard labels, either layout), on the host. Sparse labels are read as a CSR matrix of the
+    labels given; a dense matrix in blocks of rows, each multiplied by BLAS."""
+    n, d = data.n_rows, data.n_classifiers
     if is_sparse(data):
         row_ptr, voter = data.row_ptr.cpu().numpy(), data.voter.cpu().numpy()
-        ones = np.ones(voter.shape[0], dtype=np.float64)
-        return scipy.sparse.csr_matrix((ones, voter, row_ptr), shape=(data.n_rows, data.n_classifiers))
-    rows, cols = torch.nonzero(data.values >= 0, as_tuple=True)
-    ones = np.ones(rows.shape[0], dtype=np.float64)
-    return scipy.sparse.csr_matrix((ones, (rows.cpu().numpy(), cols.cpu().numpy())),
-                                   shape=(data.n_rows, data.n_classifiers))
+        F = scipy.sparse.csr_matrix((np.ones(voter.shape[0]), voter, row_ptr), shape=(n, d))
+        return np.asarray(F.sum(axis=1)).ravel(), np.asarray(F.T @ q), (F.T @ F).toarray()
+    counts, votes, pairs = np.empty(n), np.zeros((d, q.shape[1])), np.zeros((d, d))
+    for start in range(0, n, _ROWS_PER_BLOCK):
+        block = (data.values[start:start + _ROWS_PER_BLOCK] >= 0).cpu().numpy().astype(np.float64)
+        counts[start:start + block.shape[0]] = block.sum(axis=1)
+        votes += block.T @ q[start:start + block.shape[0]]
+        pairs += block.T @ block
+    return counts, votes, pairs
 
 
 def check_converged(data: LabelData, anchored: torch.Tensor, converged: torch.Tensor,
@@ -84,20 +100,19 @@ def check_converged(data: LabelData, anchored: torch.Tensor, converged: torch.Te
     all-reduced, so every rank reaches the same verdict as one process on all the rows."""
     n, d = total_int(comm, data.n_rows), data.n_classifiers
     n_pairs = d * (d - 1) // 2
-    if n_pairs > MAX_PAIRS or n == 0:
+    if not checkable(d) or n == 0:
         return None
     q = converged.detach().double().cpu().numpy()
     q0 = anchored.detach().double().cpu().numpy()
     k = q.shape[1]
-    F = presence_matrix(data)
-    counts = np.asarray(F.sum(axis=1)).ravel()
+    counts, votes, pairs = presence_sums(data, q)
     mv = majority_vote(data).cpu().numpy()
     states0, states = q0.argmax(axis=1), q.argmax(axis=1)
     # every sum over rows, in one all-reduce: class mass, votes per voter and class, pairs' co-votes, the
     # first four raw moments of the votes per row, the two fits' agreement tables with the majority vote,
     # and the anchored fit's expected errors
-    sums = [q.sum(axis=0), np.asarray(F.T @ q), (F.T @ F).toarray() if n_pairs else np.zeros((d, d)),
-            np.array([(counts ** p).sum() for p in (1, 2, 3, 4)]), agreement_table(states0, mv, k),
+    sums = [q.sum(axis=0), votes, pairs, np.array([(counts ** p).sum() for p in (1, 2, 3, 4)]),
+            agreement_table(states0, mv, k),
             agreement_table(states, mv, k), np.array([(1.0 - q0.max(axis=1)).sum()])]
     sums = [t.numpy() for t in total_many(comm, *(torch.as_tensor(np.asarray(x, dtype=np.float64)) for x in sums))]
     mass, votes, observed, moments, table0, table, expected_errors = sums

@@ -422,3 +422,30 @@ def test_leave_one_out_majority_vote_is_the_others_vote():
             assert torch.equal(loo.long(), expect)
             expect_group = torch.where(votes.sum(dim=1) > 0, votes.argmax(dim=1), torch.full((L.shape[0],), k))
             assert torch.equal(group.long(), expect_group)
+
+
+def test_the_checks_read_both_layouts_alike_block_by_block(monkeypatch):
+    from deem import anchor_checks
+    from deem._validation import check_labels
+    from deem.sparse import SparseLabels
+
+    monkeypatch.setattr(anchor_checks, "_ROWS_PER_BLOCK", 7)  # several blocks and a short last one
+    L, _ = labeling_functions(n_samples=60, n_voters=6, n_classes=3, n_correlated=2, random_state=5)
+    q = np.random.default_rng(0).dirichlet(np.ones(3), size=60)
+    dense = anchor_checks.presence_sums(check_labels(L, n_classes=3), q)
+    sparse = anchor_checks.presence_sums(SparseLabels.from_dense(torch.as_tensor(L)), q)
+    F = (L >= 0).astype(float)
+    for got_dense, got_sparse, want in zip(dense, sparse, (F.sum(1), F.T @ q, F.T @ F)):
+        np.testing.assert_allclose(got_dense, want, rtol=1e-12)
+        np.testing.assert_allclose(got_sparse, want, rtol=1e-12)
+
+
+def test_too_many_voter_pairs_skip_the_converged_fit(monkeypatch):
+    from deem import anchor_checks
+
+    L, _ = labeling_functions(n_samples=500, n_voters=6, n_classes=2, random_state=1)
+    monkeypatch.setattr(anchor_checks, "MAX_PAIRS", 14)  # 6 voters hold 15 pairs
+    model = DEEM().fit(L)
+    assert model.missing_ == "informative" and model.anchor_ == "majority" and model.anchor_checks_ is None
+    monkeypatch.setattr(anchor_checks, "MAX_PAIRS", 15)
+    assert DEEM().fit(L).anchor_checks_ is not None

@@ -15,7 +15,7 @@ import torch
 
 from .._validation import LabelData, evidence_pass, is_sparse, present_rows
 from ..anchor import decide_anchor
-from ..anchor_checks import ConvergedChecks, check_converged
+from ..anchor_checks import ConvergedChecks, check_converged, checkable
 from ..distributed import total, total_int
 from ..log import log
 from ..missingness import read_missingness
@@ -103,7 +103,7 @@ def fit_one_unit(data: LabelData, solver: str, missing: str, prior_strength: flo
 
     fit = train(rbm, steps)
     checks = None
-    if anchor == "auto" and kind == "informative":
+    if anchor == "auto" and kind == "informative" and checkable(data.n_classifiers):
         # deem/anchor_checks.py: keep EM's converged fit where the data show none of what it would mistake for classes
         converged_rbm = RBM(data.n_classifiers, data.n_classes, 1, device=device, dtype=torch.float64)
         converged = train(converged_rbm, {})
