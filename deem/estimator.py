@@ -578,6 +578,7 @@ class DEEM(BaseEstimator):
             "informative_voters_": None if getattr(self, "informative_voters_", None) is None else [
                 bool(x) for x in self.informative_voters_],
             "anchor_": self.anchor_, "anchor_checks_": getattr(self, "anchor_checks_", None), "layout_": self.layout_,
+            "anchor_few_labels_share_": getattr(self, "anchor_few_labels_share_", None),
             "coverage_": [float(c) for c in self.coverage_],
             "class_map_": None if self.class_map_ is None else [int(x) for x in self.class_map_],
             "hidden_dim": self.model_.n_hidden,
@@ -633,6 +634,7 @@ class DEEM(BaseEstimator):
                                     else np.full(fitted["n_classifiers_"], self.missing_ == "informative"))
         self.anchor_ = fitted.get("anchor_", "none")  # files of deem < 0.5: always converged
         self.anchor_checks_ = fitted.get("anchor_checks_")
+        self.anchor_few_labels_share_ = fitted.get("anchor_few_labels_share_")
         self.layout_ = fitted.get("layout_", "dense")
         self.coverage_ = np.asarray(fitted.get("coverage_", [np.nan] * fitted["n_classifiers_"]), dtype=np.float64)
         # files of deem < 0.4 do not say; there a one-unit fit on soft labels was the virtual-evidence EM

@@ -27,6 +27,16 @@ def crowd():
     return X
 
 
+def few_labels():
+    """A crowd whose first 55% of rows keep two labels at most: over half the rows overall, all of rank 0's
+    shard and a third of rank 1's, so only the all-reduced share anchors every rank alike."""
+    X = crowd().copy()
+    for row in range(495):
+        present = np.flatnonzero(X[row] >= 0)
+        X[row, present[2:]] = -1
+    return X
+
+
 def ensemble():
     L, _ = labeling_functions(n_samples=800, n_voters=10, n_classes=2, random_state=3)
     return L
@@ -73,6 +83,7 @@ SCENARIOS = {
     "gwg-sparse": ({"solver": "gwg", "epochs": 3, "batch_size": 64}, "sparse"),
     "gwg-soft": ({"solver": "gwg", "epochs": 3, "batch_size": 64}, "soft"),
     "soft-informative": ({"solver": "exact", "missing": "informative", "anchor": "none"}, "soft"),
+    "few-labels": ({"solver": "bayes", "missing": "ignorable"}, "few"),
 }
 
 
@@ -87,7 +98,7 @@ def fit_shard(rank, world, kwargs, kind, distributed=True):
     if kind == "long":
         df = long_frame()
         return model.fit_long(df[(df.task >= part.start) & (df.task < part.stop)])
-    data = {"ensemble": ensemble, "soft": soft}.get(kind, crowd)()
+    data = {"ensemble": ensemble, "soft": soft, "few": few_labels}.get(kind, crowd)()
     shard = data[part]
     if kind == "sparse":
         shard = SparseLabels.from_dense(shard, n_classes=3)
@@ -100,10 +111,11 @@ def summary(model, kind):
         proba = model.predict_proba_long(df).sort_index().to_numpy()
         extra = {"workers": list(model.workers_)}
     else:
-        proba = model.predict_proba({"ensemble": ensemble, "soft": soft}.get(kind, crowd)())
+        proba = model.predict_proba({"ensemble": ensemble, "soft": soft, "few": few_labels}.get(kind, crowd)())
         extra = {}
     return {"proba": proba, "W": model.model_.W.detach().double().cpu().numpy(), "class_map": model.class_map_,
             "missing": model.missing_, "dropped": model.n_dropped_rows_, "coverage": model.coverage_,
+            "anchor": model.anchor_,
             "history": np.asarray(model.history_["loss"]), **extra}
 
 
@@ -172,7 +184,7 @@ def single(name):
     if kind == "long":
         model = DEEM(random_state=0, **kwargs).fit_long(long_frame())
     else:
-        data = {"ensemble": ensemble, "soft": soft}.get(kind, crowd)()
+        data = {"ensemble": ensemble, "soft": soft, "few": few_labels}.get(kind, crowd)()
         if kind == "sparse":
             data = SparseLabels.from_dense(data, n_classes=3)
         model = DEEM(random_state=0, **kwargs).fit(data)
@@ -198,6 +210,7 @@ def check_equal(ranks, name):
         np.testing.assert_allclose(got["coverage"], want["coverage"], rtol=0, atol=1e-12)
         assert np.array_equal(got["class_map"], want["class_map"])
         assert got["missing"] == want["missing"] and got["dropped"] == want["dropped"]
+        assert got["anchor"] == want["anchor"]
         assert len(got["history"]) == len(want["history"])  # the same iterations, the same stop
         if "workers" in want:
             assert got["workers"] == want["workers"]

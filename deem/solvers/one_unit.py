@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .._validation import LabelData, evidence_pass, is_sparse, present_rows
-from ..anchor import decide_anchor
+from ..anchor import MIN_VIEWS, decide_anchor, few_labels_share
 from ..anchor_checks import ConvergedChecks, check_converged, checkable
 from ..distributed import total, total_int
 from ..log import log
@@ -39,6 +39,7 @@ class OneUnitResult:
     monitored: Optional[list] = None  # the monitor's values at each check
     abstaining: Optional[torch.Tensor] = None  # (D,) bool: whose abstentions the model holds (None: per `missing`)
     anchor_checks: Optional[dict] = None  # anchor='auto' under informative missingness: the converged fit's checks
+    few_labels_share: Optional[float] = None  # anchor='auto' under ignorable or mixed: rows with < 3 labels
 
 
 def present_per_voter(data: LabelData) -> torch.Tensor:
@@ -83,7 +84,8 @@ def fit_one_unit(data: LabelData, solver: str, missing: str, prior_strength: flo
         progress = lambda start, step, value: log(f"  {solver} from the {starts[start]} majority vote: EM step "
                                                   f"{step}, {what} {value:.6f}")
     informative = kind in ("informative", "mixed")
-    stop = decide_anchor(anchor, kind)
+    few = few_labels_share(data, comm) if anchor == "auto" and kind != "informative" else None
+    stop = decide_anchor(anchor, kind, few or 0.0)
     steps = {} if stop == "none" else {"max_iter": 0}
     keep = present_rows(data)
     rbm = RBM(data.n_classifiers, data.n_classes, 1, device=device, dtype=torch.float64)  # the fit is float64
@@ -91,7 +93,8 @@ def fit_one_unit(data: LabelData, solver: str, missing: str, prior_strength: flo
         n_empty = total_int(comm, int((~keep).sum()))
         history, monitored = train_soft_evidence(rbm, data.select(keep), prior_strength, informative, n_empty,
                                                  comm=comm, monitor=monitor, progress=progress, **steps)
-        return OneUnitResult(rbm, history, None, kind, stop, 0 if informative else n_empty, factor, share, monitored)
+        return OneUnitResult(rbm, history, None, kind, stop, 0 if informative else n_empty, factor, share, monitored,
+                             few_labels_share=few)
     rows = data if informative or bool(keep.all()) else data.select(keep)
 
     def train(rbm, steps):
@@ -114,7 +117,7 @@ def fit_one_unit(data: LabelData, solver: str, missing: str, prior_strength: flo
                 rbm, fit, stop = converged_rbm, converged, "none"
     dropped = 0 if informative else total_int(comm, int((~keep).sum()))
     return OneUnitResult(rbm, fit.history, fit.prior, kind, stop, dropped, factor, share, fit.monitored, abstaining,
-                         checks)
+                         checks, few)
 
 
 def _posterior(rows, fit) -> torch.Tensor:
@@ -148,7 +151,7 @@ class OneUnitSolver(Solver):
                       "missing_log_bayes_factor_": result.log_bayes_factor,
                       "missing_one_class_share_": result.one_class_share, "anchor_": result.anchor,
                       "n_dropped_rows_": result.n_dropped_rows, "init_method_": None,
-                      "anchor_checks_": result.anchor_checks,
+                      "anchor_checks_": result.anchor_checks, "anchor_few_labels_share_": result.few_labels_share,
                       "informative_voters_": self._informative_voters(result, data.n_classifiers)}
         return SolverResult(result.rbm, result.history,
                             posterior="virtual_evidence" if (self.name == "exact" and data.soft) else "rbm",
@@ -184,6 +187,10 @@ class OneUnitSolver(Solver):
             why = f"missing labels fitted as {result.missing}"
         stop = ("anchor='majority': the voters' parameters estimated once from the majority vote (no EM iteration)"
                 if result.anchor == "majority" else "anchor='none': iterated to convergence")
+        if result.few_labels_share is not None:
+            verdict = "over half: anchored at the majority vote" if result.anchor == "majority" else "half or fewer"
+            stop += (f"\nanchor='auto' under {result.missing} missingness: {result.few_labels_share:.0%} of the rows "
+                     f"with a label carry fewer than {MIN_VIEWS} ({verdict})")
         if result.anchor_checks is not None:
             checks = ConvergedChecks(**result.anchor_checks)
             verdict = "pass: the converged fit is kept" if checks.holds else "fail: the anchored reading is kept"

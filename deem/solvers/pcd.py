@@ -311,5 +311,6 @@ class PCDSolver(Solver):
                             attributes={"variational_prior_": None, "missing_": "ignorable",
                                         "missing_log_bayes_factor_": None, "missing_one_class_share_": None,
                                         "anchor_": "none", "anchor_checks_": None,
+                                        "anchor_few_labels_share_": None,
                                         "informative_voters_": np.zeros(data.n_classifiers, bool),
                                         "init_method_": settings.init_method})
