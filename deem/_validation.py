@@ -219,13 +219,17 @@ def _check_soft(t: torch.Tensor, n_classes: Optional[int], name: str) -> LabelDa
     return LabelData(values, soft=True, n_classes=int(t.shape[1]))
 
 
+def labels_per_row(data: LabelData) -> torch.Tensor:
+    """``(N,)`` the labels each row carries (soft: its non-zero columns)."""
+    if is_sparse(data):
+        return data.labels_per_row()
+    present = data.values.sum(dim=1) > 0 if data.soft else data.values >= 0
+    return present.sum(dim=1)
+
+
 def present_rows(data: LabelData) -> torch.Tensor:
     """Boolean mask of the rows with at least one label (soft: at least one non-zero column)."""
-    if is_sparse(data):
-        return data.labels_per_row() > 0
-    if data.soft:
-        return (data.values.sum(dim=1) > 0).any(dim=1)
-    return (data.values >= 0).any(dim=1)
+    return labels_per_row(data) > 0
 
 
 def check_true_labels(y: Any, n_rows: int) -> np.ndarray:
